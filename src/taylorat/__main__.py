@@ -1,0 +1,7 @@
+"""``python -m taylorat`` = the ``taylorat`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""Checkpoints: one safetensors file holding tensors and a JSON state, written atomically.
+
+A checkpoint is a safetensors file whose header metadata holds ``{"taylorat": <json>}``; the
+JSON names the format, the model spec (enough to rebuild it with ``models.create``) and the
+run state. Writes go to a temporary file in the same directory, are fsynced, then renamed over
+the target, so a crash never leaves a half-written checkpoint under the final name. Loading
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from . import models
+
+FORMAT = "taylorat-checkpoint"
+VERSION = 1
+MODEL_PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, not a taylorat checkpoint, or does not fit the model."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    header = {"format": FORMAT, "version": VERSION, **meta}
+    atomic_write_bytes(path, st_save(flat, metadata={"taylorat": json.dumps(header)}))
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON state of a checkpoint, without reading its tensors."""
+    return load(path, tensors=False)[1]
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: bool = True):
+    """``(tensors, meta)`` of a taylorat checkpoint; a one-line CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; give the path of a .safetensors file written by taylorat")
+    raw = path.read_bytes()
+    try:
+        header_len = int.from_bytes(raw[:8], "little")
+        if len(raw) < 8 or header_len > len(raw) - 8:
+            raise ValueError("truncated or not safetensors")
+        header = json.loads(raw[8 : 8 + header_len])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        data = st_load(raw) if tensors else {}
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
+            raise CheckpointError(f"{path} is a pickle (torch.save) file; taylorat loads only safetensors "
+                                  "checkpoints, which cannot run code") from None
+        raise CheckpointError(f"{path} is not a taylorat checkpoint (not a valid safetensors file: {e})") from None
+    meta_raw = (header.get("__metadata__") or {}).get("taylorat")
+    if meta_raw is None:
+        raise CheckpointError(f"{path} is a safetensors file without taylorat metadata; "
+                              "it was not written by taylorat")
+    try:
+        meta = json.loads(meta_raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a taylorat checkpoint (unreadable metadata)")
+    if meta.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer taylorat (checkpoint version {meta['version']}); upgrade")
+    return {k: v.to(device) for k, v in data.items()}, meta
+
+
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load the ``model.*`` tensors into ``model``; every key and shape must match."""
+    state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or bad:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
+                  else f"shape mismatch at {bad[:3]}")
+        raise CheckpointError(f"{source} does not fit this model ({detail}); it was written for another architecture")
+    model.load_state_dict(state, strict=True)
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any] | None = None) -> None:
+    """Save weights (and buffers) with the model spec, so ``load_model`` can rebuild it."""
+    save(path, model_tensors(model), {"kind": "model", "model": model.spec, **(meta or {})})
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model named in the checkpoint and load its weights strictly. Returns (model, meta)."""
+    tensors, meta = load(path, device)
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"{path} holds no model spec; it is not a model checkpoint")
+    model = models.create(**spec).to(device)
+    load_state_strict(model, tensors, str(path))
+    model.eval()
+    return model, meta

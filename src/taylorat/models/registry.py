@@ -1,0 +1,115 @@
+"""Name -> constructor registry: ``register``, ``create``, ``available``.
+
+Names are plain (``preact_resnet18``) or templates with integer fields
+(``wrn_<depth>_<width>``); template fields are parsed from the requested
+name and passed to the constructor as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .base import Classifier
+
+_FIELD = re.compile(r"<([a-z_][a-z0-9_]*)>")
+_VALID_NAME = re.compile(r"[a-z0-9_]*(<[a-z_][a-z0-9_]*>[a-z0-9_]*)*")
+_BASE_ARGS = ("num_classes", "in_channels", "image_size")
+
+F = TypeVar("F", bound=Callable[..., Classifier])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    builder: Callable[..., Classifier]
+    pattern: re.Pattern[str]
+    fields: tuple[str, ...]
+    example: str | None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, *, example: str | None = None) -> Callable[[F], F]:
+    """Decorator registering a Classifier constructor under ``name``.
+
+    ``name`` may contain ``<field>`` placeholders that match positive integers,
+    e.g. ``register("wrn_<depth>_<width>", example="wrn_34_10")``.
+    """
+    if not _VALID_NAME.fullmatch(name) or not name:
+        raise ValueError(f"invalid model name {name!r}; use lowercase letters, digits, _ and <field>")
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    fields = tuple(_FIELD.findall(name))
+    regex = "".join(
+        f"(?P<{part}>[1-9][0-9]*)" if i % 2 else re.escape(part)
+        for i, part in enumerate(_FIELD.split(name))
+    )
+
+    def decorator(builder: F) -> F:
+        _REGISTRY[name] = _Entry(name, builder, re.compile(regex), fields, example)
+        return builder
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Registered model names (templates like ``wrn_<depth>_<width>`` included), sorted."""
+    return sorted(_REGISTRY)
+
+
+def _lookup(name: str) -> tuple[_Entry, dict[str, int]]:
+    entry = _REGISTRY.get(name)
+    if entry is not None and not entry.fields:
+        return entry, {}
+    for entry in _REGISTRY.values():
+        if entry.fields:
+            m = entry.pattern.fullmatch(name)
+            if m is not None:
+                return entry, {k: int(v) for k, v in m.groupdict().items()}
+    listing = ", ".join(
+        f"{e.name} (e.g. {e.example})" if e.example else e.name
+        for e in (_REGISTRY[n] for n in available())
+    )
+    raise ValueError(f"unknown model {name!r}; available: {listing}")
+
+
+def _check_kwargs(entry: _Entry, name: str, kwargs: dict[str, Any]) -> None:
+    clash = sorted(set(kwargs) & set(entry.fields))
+    if clash:
+        raise TypeError(f"model {name!r}: {', '.join(clash)} is set by the name, not as a keyword")
+    params = inspect.signature(entry.builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [
+        p for p, v in params.items()
+        if p not in entry.fields and p not in _BASE_ARGS
+        and v.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
+
+
+def create(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, **kwargs: Any
+) -> Classifier:
+    """Build the registered model ``name``; extra ``kwargs`` go to its constructor."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    entry, fields = _lookup(name)
+    _check_kwargs(entry, name, kwargs)
+    model = entry.builder(
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **fields, **kwargs
+    )
+    if not isinstance(model, Classifier):
+        raise TypeError(f"constructor for {entry.name!r} returned {type(model).__name__}, not a Classifier")
+    model.name = name
+    return model

@@ -1,0 +1,1 @@
+"""Reproduction: the quick-start demo (paper tables come later)."""

@@ -1,0 +1,295 @@
+"""The training loop: randomized-weight attack, TRADES+Taylor loss, per-epoch check, checkpoints.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
+epoch), ``last.safetensors`` (weights, optimizer state and history: what ``resume`` reads),
+``best.safetensors`` (best PGD-20 accuracy on the selection split), ``epoch_XXXX.safetensors`` on
+the paper's checkpoint schedule, and ``summary.json`` when finished. Every file is written
+atomically. All randomness of epoch ``e`` (data order, augmentation, weight noise, attack start)
+comes from generators seeded by (seed, e), so a resumed run retraces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from .. import data as datasets
+from .. import models
+from ..attacks import PGD, correct_mask
+from ..objectives import Threat, TradesTaylor
+from .config import Config
+from .schedule import lr_at, paper_checkpoint_epochs
+
+# keys that may differ between a run and its resumption (they do not change the result)
+RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name"}
+
+
+class RunDirError(RuntimeError):
+    """The output directory holds something else than this run."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    epochs_done: int
+    best_epoch: int | None
+    best: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed mixed from ``parts`` (independent streams per run, epoch and purpose)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
+    return dev
+
+
+def build_method(cfg: Config) -> TradesTaylor:
+    r = cfg.resolved_method()
+    a = cfg.attack
+    return TradesTaylor(threat=Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps), **r)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "options":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in RESUMABLE_DIFFS)
+
+
+def _optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            out[f"optim.{name}"] = buf
+    return out
+
+
+def _load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    for name, p in model.named_parameters():
+        key = f"optim.{name}"
+        if key in tensors:
+            opt.state[p]["momentum_buffer"] = tensors[key].to(p.device, p.dtype).clone()
+
+
+class Trainer:
+    """Builds data, model, method and optimizer from a Config and runs the epochs."""
+
+    def __init__(self, cfg: Config, log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.log = log or (lambda s: tqdm.write(s))
+        self.device = resolve_device(cfg.device)
+        self.out = Path(cfg.out_dir)
+        ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
+        self.dataset = ds
+        self.prep = datasets.prepare(ds, cfg.data.train_subset, cfg.data.holdout, cfg.seed)
+        if ds.num_classes < 3 and cfg.method.name != "trades":
+            raise ValueError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
+        torch.manual_seed(cfg.seed)
+        self.model = models.create(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                                   image_size=ds.image_size).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        o = cfg.optim
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                   weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.method = build_method(cfg)
+        crop = ds.crop if cfg.data.crop is None else cfg.data.crop
+        flip = ds.flip if cfg.data.flip is None else cfg.data.flip
+        self.loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
+                                            shuffle=True, crop=crop, flip=flip, pad=ds.pad, seed=cfg.seed,
+                                            memory_format=self.memory_format)
+        e = cfg.eval
+        sx, sy = ((self.prep.holdout_x, self.prep.holdout_y) if e.select_on == "holdout"
+                  else (self.prep.test_x, self.prep.test_y))
+        self.select_x, self.select_y = sx[: e.n].to(self.device), sy[: e.n].to(self.device)
+        self.eval_attack = PGD(self.model, eps=e.eps, step=e.step, steps=e.steps, norm=cfg.attack.norm,
+                               seed=derive_seed(cfg.seed, "eval"))
+        self.schedule = set(paper_checkpoint_epochs(o.epochs)) if cfg.checkpoints == "paper" else set()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, float] = {}
+        self.best_epoch: int | None = None
+        self.start_epoch = 1
+
+    # ---------------------------------------------------------------- run directory
+    def _meta(self, epoch: int) -> dict[str, Any]:
+        return {"model": self.model.spec, "epoch": epoch, "config": self.cfg.to_dict(),
+                "method": {"name": self.cfg.method.name, **self.cfg.resolved_method()},
+                "data": {"dataset": self.dataset.name, **self.prep.info},
+                "select_on": self.cfg.eval.select_on, "best": self.best, "best_epoch": self.best_epoch,
+                "torch": torch.__version__}
+
+    def prepare_run_dir(self, resume: bool) -> None:
+        last = self.out / "last.safetensors"
+        has_run = (self.out / "config.yaml").exists() or last.exists()
+        if has_run and not resume:
+            raise RunDirError(f"{self.out} already holds a run; pass --resume to continue it or choose another "
+                              "out_dir")
+        if self.out.exists() and not has_run and any(self.out.iterdir()):
+            raise RunDirError(f"{self.out} is not empty and holds no taylorat run; choose another out_dir")
+        if has_run and last.exists():
+            tensors, meta = ckpt.load(last, self.device)
+            diff = config_diff(meta["config"], self.cfg.to_dict())
+            if diff:
+                raise RunDirError(f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); "
+                                  "choose another out_dir or resume with the same config")
+            ckpt.load_state_strict(self.model, tensors, str(last))
+            _load_optimizer(self.model, self.opt, tensors)
+            self.history = meta.get("history", [])
+            self.best, self.best_epoch = meta.get("best") or {}, meta.get("best_epoch")
+            self.start_epoch = meta["epoch"] + 1
+            self.log(f"resuming {self.out} after epoch {meta['epoch']}")
+        elif has_run:
+            stored = yaml.safe_load((self.out / "config.yaml").read_text()) or {}
+            diff = config_diff(stored, self.cfg.to_dict())
+            if diff:
+                raise RunDirError(f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); "
+                                  "choose another out_dir")
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+
+    # ---------------------------------------------------------------- epochs
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, model, opt = self.cfg, self.model, self.opt
+        lr = lr_at(epoch, cfg.optim.lr, cfg.optim.epochs, cfg.optim.milestones, cfg.optim.gamma)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seed, epoch, "attack"))
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        names = ("loss", "ce", "kl", "first", "second")
+        sums = torch.zeros(len(names) + 2, device=self.device)
+        seen = 0
+        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False,
+                   disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+        model.train()
+        for i, (x, y) in enumerate(self.loader.batches(epoch)):
+            if i == 0 and epoch == self.start_epoch:
+                model.check_input(x)
+            with autocast:
+                x_adv = self.method.perturb(model, x, gen)
+                parts = self.method.loss(model, x, x_adv, y)
+            opt.zero_grad(set_to_none=True)
+            parts.loss.backward()
+            opt.step()
+            with torch.no_grad():
+                b = y.shape[0]
+                s = parts.scalars()
+                sums += torch.stack([s[k].float() * b for k in names]
+                                    + [(parts.logits_nat.argmax(1) == y).sum().float(),
+                                       (parts.logits_adv.argmax(1) == y).sum().float()])
+            seen += y.shape[0]
+            bar.update(1)
+            if (i + 1) % cfg.log_every == 0:
+                mean_loss = sums[0].item() / seen  # one host sync every log_every steps
+                if not math.isfinite(mean_loss):
+                    self._diverged(epoch, i + 1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.4g}")
+        bar.close()
+        vals = (sums / max(seen, 1)).tolist()
+        if not all(math.isfinite(v) for v in vals):
+            self._diverged(epoch, len(self.loader))
+        out = {"lr": lr, **{f"train_{k}": v for k, v in zip(names, vals)}}
+        out["train_acc_clean"] = 100 * vals[len(names)]
+        out["train_acc_adv"] = 100 * vals[len(names) + 1]
+        return out
+
+    def _diverged(self, epoch: int, step: int) -> None:
+        raise TrainingDiverged(f"loss is not finite at epoch {epoch}, step {step}; lower optim.lr (the last good "
+                               f"checkpoint is kept in {self.out})")
+
+    def evaluate(self) -> dict[str, float]:
+        bs = self.cfg.eval.batch_size
+        clean = correct_mask(self.model, self.select_x, self.select_y, None, bs).float().mean().item()
+        adv = correct_mask(self.model, self.select_x, self.select_y, self.eval_attack, bs).float().mean().item()
+        return {"clean": 100 * clean, "pgd": 100 * adv}
+
+    def save(self, epoch: int, record: dict[str, Any]) -> None:
+        meta = self._meta(epoch)
+        tensors = {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt)}
+        if record.get("is_best"):
+            ckpt.save(self.out / "best.safetensors", ckpt.model_tensors(self.model),
+                      {**meta, "kind": "model", "metrics": record})
+        if epoch in self.schedule:
+            ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", ckpt.model_tensors(self.model),
+                      {**meta, "kind": "model", "metrics": record})
+        ckpt.save(self.out / "last.safetensors", tensors, {**meta, "kind": "train_state", "history": self.history})
+        lines = "".join(json.dumps(h) + "\n" for h in self.history)
+        ckpt.atomic_write_text(self.out / "metrics.jsonl", lines)
+
+    def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to the configured number of epochs (or ``stop_after`` epochs in this call)."""
+        cfg = self.cfg
+        self.prepare_run_dir(resume)
+        t0 = time.time()
+        done = 0
+        for epoch in range(self.start_epoch, cfg.optim.epochs + 1):
+            if stop_after is not None and done >= stop_after:
+                break
+            te = time.time()
+            record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
+            record["train_seconds"] = time.time() - te
+            if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
+                tv = time.time()
+                ev = self.evaluate()
+                record.update({f"{cfg.eval.select_on}_clean": ev["clean"], f"{cfg.eval.select_on}_pgd": ev["pgd"],
+                               "eval_seconds": time.time() - tv})
+                if not self.best or ev["pgd"] >= self.best["pgd"]:
+                    self.best, self.best_epoch = ev, epoch
+                    record["is_best"] = True
+            self.history.append(record)
+            self.save(epoch, record)
+            done += 1
+            left = cfg.optim.epochs - epoch
+            per_epoch = (time.time() - t0) / done
+            sel = cfg.eval.select_on
+            acc = (f"{sel} clean {record[sel + '_clean']:.2f} pgd{cfg.eval.steps} {record[sel + '_pgd']:.2f}"
+                   if f"{sel}_pgd" in record else "")
+            self.log(f"epoch {epoch}/{cfg.optim.epochs} loss {record['train_loss']:.4f} lr {record['lr']:.4g} {acc}"
+                     f" ({record['train_seconds']:.1f}s, eta {left * per_epoch / 60:.1f} min)")
+        finished = bool(self.history) and self.history[-1]["epoch"] == cfg.optim.epochs
+        if finished:
+            summary = {"name": cfg.name, "epochs": cfg.optim.epochs, "best_epoch": self.best_epoch,
+                       "best": self.best, "select_on": cfg.eval.select_on, "n_select": int(len(self.select_y)),
+                       "method": {"name": cfg.method.name, **cfg.resolved_method()},
+                       "data": {"dataset": self.dataset.name, **self.prep.info},
+                       "train_seconds": sum(h["train_seconds"] for h in self.history)}
+            ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return TrainResult(self.out, self.history[-1]["epoch"] if self.history else 0, self.best_epoch, self.best,
+                           self.history, time.time() - t0)
+
+
+def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train the run described by ``cfg``; ``resume=True`` continues the run in ``cfg.out_dir``."""
+    return Trainer(cfg, log).run(resume=resume, stop_after=stop_after)
