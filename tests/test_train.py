@@ -215,3 +215,18 @@ def test_channels_last_matches_contiguous(tmp_path):
     a = train(tiny(tmp_path / "a", **{"optim__epochs": 1}))
     b = train(tiny(tmp_path / "b", channels_last=True, **{"optim__epochs": 1}))
     assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=2e-2)
+
+
+@pytest.mark.parametrize("config", ["cifar10_preact18_trades_1st_2nd.yaml", "cifar10_wrn34_10_trades_1st_2nd.yaml"])
+def test_shipped_cifar_configs_train_a_step(config, tmp_path):
+    """The paper's configs run end to end (CIFAR-shaped synthetic data, one tiny step)."""
+    from pathlib import Path
+
+    cfg = load(Path(__file__).parent.parent / "configs" / config, [
+        f"out_dir={tmp_path}", "device=cpu", "progress=false", "checkpoints=none", "data.dataset=synthetic",
+        "data.holdout=10", "data.options={n_train: 20, n_test: 2}", "optim.epochs=1", "optim.batch_size=10",
+        "attack.steps=1", "eval.n=2", "eval.steps=1"])
+    res = train(cfg)
+    assert res.epochs_done == 1 and res.history[0]["train_first"] > 0
+    model, meta = ckpt.load_model(tmp_path / "best.safetensors")
+    assert meta["model"]["name"] == cfg.model.name and meta["data"]["dataset"] == "synthetic"
