@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -38,40 +39,70 @@ def _eval(args: argparse.Namespace) -> int:
 
     from . import checkpoint as ckpt
     from . import data as datasets
-    from .evaluate import evaluate, markdown_table, report_dict, write_report
+    from .evaluate import evaluate, markdown_table, report_dict, report_markdown, write_report
     from .train.trainer import resolve_device
 
-    device = resolve_device(args.device)
-    model, meta = ckpt.load_model(args.checkpoint, device)
-    run_cfg = meta.get("config", {})
-    name = args.dataset or run_cfg.get("data", {}).get("dataset")
-    if name is None:
-        raise UserError(f"{args.checkpoint} does not name its dataset; pass --dataset")
-    data_dir = args.data_dir or run_cfg.get("data", {}).get("data_dir", "./data")
-    ds = datasets.load(name, data_dir, download=False, **run_cfg.get("data", {}).get("options", {}))
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
-    n = min(args.n, len(ds.test_y))
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    run_eval = run_cfg.get("eval", {})
-    eps = args.eps if args.eps is not None else run_eval.get("eps", 0.031)
-    step = args.step if args.step is not None else run_eval.get("step", 0.003 if eps == 0.031 else eps / 10)
-    norm = args.norm or run_cfg.get("attack", {}).get("norm", "linf")
-    torch.manual_seed(args.seed)
-    res = evaluate(model, ds.test_x[:n], ds.test_y[:n], attacks=attacks, eps=eps, step=step,
-                   norm=norm, batch_size=args.batch_size, seed=args.seed)
-    report = report_dict(res, checkpoint=str(args.checkpoint), model=meta["model"]["name"], dataset=ds.name,
-                         split="test", seed=args.seed, subset=f"first {n} test images")
-    row = {"method": meta.get("method", {}).get("name", meta["model"]["name"]), **res.results}
-    md = markdown_table([row], attacks) + (f"\n\n{ds.name} test, first {n} images, {norm} eps={eps:.4g}, "
-                                           f"step {step:.4g}, seed {args.seed}")
-    for w in res.warnings:
-        md += f"\n\nWARNING: {w}"
-    print(md)
-    if args.out:
-        write_report(args.out, report, md)
-        print(f"report -> {Path(args.out) / 'report.json'}")
+    device = resolve_device(args.device)
+    surrogate, surrogate_id = None, ""
+    if "transfer" in attacks:
+        if not args.surrogate:
+            raise UserError("--attacks transfer needs --surrogate CHECKPOINT (the model the examples are made on)")
+        surrogate, _ = ckpt.load_model(args.surrogate, device)
+        surrogate_id = hashlib.sha256(Path(args.surrogate).read_bytes()).hexdigest()[:16]
+    rows, reports = [], []
+    for path in args.checkpoint:
+        model, meta = ckpt.load_model(path, device)
+        run_cfg = meta.get("config", {})
+        name = args.dataset or run_cfg.get("data", {}).get("dataset")
+        if name is None:
+            raise UserError(f"{path} does not name its dataset; pass --dataset")
+        data_dir = args.data_dir or run_cfg.get("data", {}).get("data_dir", "./data")
+        options = run_cfg.get("data", {}).get("options", {}) if not args.dataset else {}
+        ds = datasets.load(name, data_dir, download=False, **options)
+        norm, eps, step = _threat(args, run_cfg)
+        torch.manual_seed(args.seed)
+        res = evaluate(model, ds, attacks, n=args.n, eps=eps, step=step, norm=norm, seed=args.seed,
+                       batch_size=args.batch_size, precision=args.precision, surrogate=surrogate,
+                       surrogate_id=surrogate_id, cache_dir=args.cache_dir or (Path(args.out) / "transfer_cache"
+                                                                             if args.out else None),
+                       rays_queries=args.rays_queries)
+        label = meta.get("method", {}).get("name", meta["model"]["name"])
+        report = report_dict(res, checkpoint=str(path), model=meta["model"]["name"], dataset=ds.name,
+                             split="test", seed=args.seed, method=label, trained_epoch=meta.get("epoch"))
+        md = report_markdown(report, label)
+        print(md + "\n")
+        if args.out:
+            out = Path(args.out) if len(args.checkpoint) == 1 else Path(args.out) / _run_label(path)
+            write_report(out, report, md)
+            print(f"report -> {out / 'report.json'}")
+        rows.append({"method": f"{label} ({_run_label(path)})", **report["results"]})
+        reports.append(report)
+    if len(args.checkpoint) > 1:
+        cols = list(dict.fromkeys(k for r in reports for k in r["results"]))
+        table = markdown_table(rows, cols)
+        print(table)
+        if args.out:
+            from .checkpoint import atomic_write_text
+
+            atomic_write_text(Path(args.out) / "summary.md", table + "\n")
     return 0
+
+
+def _threat(args: argparse.Namespace, run_cfg: dict) -> tuple[str, float | None, float | None]:
+    """norm, eps, step: the flags, else the run's own per-epoch check (same norm), else the defaults."""
+    run_norm = run_cfg.get("attack", {}).get("norm", "linf")
+    run_eval = run_cfg.get("eval", {}) if (args.norm or run_norm) == run_norm else {}
+    eps = args.eps if args.eps is not None else run_eval.get("eps")
+    step = args.step if args.step is not None else (run_eval.get("step") if args.eps is None else None)
+    return args.norm or run_norm, eps, step
+
+
+def _run_label(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -95,16 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in out_dir from its last checkpoint")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint: clean, PGD-20, CW-20 accuracy")
-    e.add_argument("--checkpoint", required=True)
+    e = sub.add_parser("eval", help="evaluate checkpoints: clean, PGD-20, CW-20, AutoAttack, transfer, RayS")
+    e.add_argument("--checkpoint", required=True, action="append", help="checkpoint to evaluate (repeatable)")
     e.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
     e.add_argument("--data-dir")
-    e.add_argument("--attacks", default="clean,pgd20,cw20")
-    e.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
-    e.add_argument("--eps", type=float, help="attack radius (default: the run's eval.eps, else 0.031)")
-    e.add_argument("--step", type=float, help="attack step (default: the run's eval.step, else 0.003)")
+    e.add_argument("--attacks", default="clean,pgd20,cw20",
+                   help="comma-separated: clean, pgd20, cw20, aa, transfer, rays, sweep (default clean,pgd20,cw20)")
+    e.add_argument("--n", type=int, default=1000, help="first N test images (default 1000; 10000 = all of CIFAR)")
+    e.add_argument("--eps", type=float, help="attack radius (default: the run's eval.eps, else 0.031 / 128/255)")
+    e.add_argument("--step", type=float, help="PGD/CW step (default: the run's eval.step, else 0.003 / 15/255)")
     e.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--surrogate", help="checkpoint the transfer examples are made on")
+    e.add_argument("--cache-dir", help="where transfer examples are cached (default OUT/transfer_cache)")
+    e.add_argument("--rays-queries", type=int, default=10_000, help="RayS query budget per image")
+    e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default, the reference) or bf16 autocast (recorded in the report)")
+    e.add_argument("--batch-size", type=int, help="default 500 on GPU, 256 on CPU")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", help="directory for report.json and report.md")

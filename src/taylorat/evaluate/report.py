@@ -1,4 +1,7 @@
-"""Evaluation reports: a Markdown table and a JSON document that say what produced each number."""
+"""Evaluation reports: a Markdown table and a JSON document that say what produced each number.
+
+``report.json`` follows ``report.schema.json`` (JSON Schema, shipped beside this module).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,23 @@ from typing import Any
 from ..checkpoint import atomic_write_text
 from .suite import EvalResult
 
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+
+
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
 
 def report_dict(result: EvalResult, **context: Any) -> dict[str, Any]:
     """``{"checkpoint", "model", "dataset", "split", "n", "seed", "results", "settings", "seconds", ...}``."""
-    return {**context, "n": result.n, "results": {k: round(v, 2) for k, v in result.results.items()},
-            "settings": result.settings, "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
-            "warnings": result.warnings}
+    out = {**context, "n": result.n, "precision": result.precision,
+           "results": {k: round(v, 2) for k, v in result.results.items()},
+           "settings": result.settings, "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+           "extra": result.extra, "warnings": result.warnings, "flags": result.flags}
+    attacked = [k for k in result.correct if k != "clean"]
+    if len(attacked) > 1:
+        out["worst_case"] = round(result.worst_case(attacked), 2)
+    return out
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str], first: str = "method") -> str:
@@ -25,6 +39,33 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str], first: str = 
     head = [first, *columns]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in head) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(report: dict[str, Any], label: str) -> str:
+    """The table of one report, the settings that produced it, its flags and warnings."""
+    cols = list(report["results"]) + (["worst_case"] if "worst_case" in report else [])
+    row = {"method": label, **report["results"]}
+    if "worst_case" in report:
+        row["worst_case"] = report["worst_case"]
+    lines = [markdown_table([row], cols), ""]
+    s = report["settings"]
+    atk = s.get("pgd20") or s.get("cw20") or s.get("aa") or {}
+    lines.append(f"{report.get('dataset', '?')} {report.get('split', 'test')}: {s['subset']['description']} "
+                 f"(n={report['n']}); seed {report.get('seed')}; precision {report['precision']}"
+                 + (f"; {atk.get('norm')} eps={atk.get('eps'):.4g}" if atk else "")
+                 + (f", step {atk['step']:.4g}, 20 steps, uniform random start" if "step" in atk else ""))
+    extra = report.get("extra", {})
+    if extra.get("rays_adbd") is not None:
+        lines.append(f"RayS average decision-boundary distance (ADBD): {extra['rays_adbd']:.4f} over clean-correct "
+                     f"images ({extra.get('rays_no_boundary', 0)} with no boundary in the [0,1] box left out)")
+    if "aa_per_attack" in extra:
+        lines.append("AutoAttack robust accuracy after each attack: "
+                     + ", ".join(f"{k} {v:.2f}%" for k, v in extra["aa_per_attack"].items()))
+    if "sweep" in extra:
+        lines.append("PGD-20 by eps: " + ", ".join(f"{c['eps']:.3g}: {c['pgd20']:.2f}%" for c in extra["sweep"]))
+    lines += [f"FLAG: {f}" for f in report.get("flags", [])]
+    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
 
 

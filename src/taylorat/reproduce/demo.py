@@ -51,8 +51,8 @@ def run_demo(out: str | Path, epochs: int = 30, seed: int = 0, device: str = "au
         result = train(cfg, resume=True, log=log)
         model, meta = ckpt.load_model(run_dir / "best.safetensors", resolve_device(device))
         ds = datasets.load("digits")
-        ev = evaluate(model, ds.test_x, ds.test_y, attacks=("clean", "pgd20", "cw20"), eps=EPS, step=EPS / 10,
-                      seed=seed, progress=progress)
+        ev = evaluate(model, ds, attacks=("clean", "pgd20", "cw20"), eps=EPS, step=EPS / 10, seed=seed,
+                      progress=progress)
         train_seconds = sum(h["train_seconds"] for h in result.history)
         runs.append({"method": method, **{k: round(v, 2) for k, v in ev.results.items()},
                      "seconds": round(train_seconds + sum(ev.seconds.values()), 1),
