@@ -178,6 +178,17 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
 
 
+def test_config_written_by_an_older_version_still_resumes():
+    from taylorat.train.trainer import config_diff
+
+    new = from_dict({}).to_dict()
+    old = from_dict({}).to_dict()
+    del old["channels_last"], old["optim"]["nesterov"]  # keys an older taylorat did not write
+    assert config_diff(old, new) == []
+    new["optim"]["nesterov"] = True
+    assert config_diff(old, new) == ["optim.nesterov"]
+
+
 def test_non_empty_foreign_directory_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="not empty"):

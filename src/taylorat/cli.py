@@ -1,10 +1,11 @@
-"""Command line: ``taylorat train | eval | demo``. Errors in input are one line and a non-zero exit."""
+"""Command line: ``taylorat train | eval | reproduce | demo``. Errors in input are one line and a non-zero exit."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -114,6 +115,35 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import runner, study as studies
+
+    st = studies.load(args.study, args.overrides)
+    runs_dir = Path(args.runs_dir or Path("runs") / "studies" / st.name)
+    out = Path(args.out or runs_dir)
+    only = [x.strip() for x in args.only.split(",")] if args.only else None
+    unknown = [x for x in only or [] if x not in st.labels()]
+    if unknown:
+        raise UserError(f"--only {unknown[0]!r} is not a run of {st.name}; its runs: {', '.join(st.labels())}")
+    runs = st.runs(runs_dir, only)
+    if args.dry_run:
+        for r in runs:
+            m = r.config.resolved_method()
+            print(f"{r.label:20s} seed {r.seed}  {r.config.method.name} eta={m['eta']} eta2={m['eta2']} "
+                  f"sigma={m['noise_std']}  epochs={r.config.optim.epochs}  -> {r.config.out_dir}")
+        print(f"# {len(runs)} runs validated (dry run: nothing trained); results -> {out}")
+        return 0
+    command = shlex.join(["taylorat", "reproduce", args.study, *args.overrides]
+                       + (["--runs-dir", str(args.runs_dir)] if args.runs_dir else [])
+                       + (["--out", str(args.out)] if args.out else []))
+    if args.render_only:
+        res = runner.write_results(st, runner.collect(st, runs_dir), out, runs_dir, command)
+    else:
+        res = runner.run_study(st, runs_dir, out, only, command=command)
+    print(f"{len(res['runs'])} runs -> {out / 'results.json'}, {out / 'README.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taylorat", description="Randomized adversarial training via Taylor expansion")
     p.add_argument("--version", action="version", version=f"taylorat {__version__}")
@@ -146,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--out", help="directory for report.json and report.md")
     e.set_defaults(func=_eval)
+
+    r = sub.add_parser("reproduce", help="run a study or table file: train what is missing, evaluate, render")
+    r.add_argument("study", help="study YAML, e.g. configs/studies/fashion_mnist_cpu.yaml")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. base.optim.epochs=1 seeds=[0]")
+    r.add_argument("--runs-dir", help="where the runs live (default runs/studies/NAME)")
+    r.add_argument("--out", help="where results.json and README.md go (default: the runs dir)")
+    r.add_argument("--only", help="comma-separated run labels to run")
+    r.add_argument("--dry-run", action="store_true", help="validate every run config and list the runs")
+    r.add_argument("--render-only", action="store_true", help="re-render results.json/README.md from finished runs")
+    r.set_defaults(func=_reproduce)
 
     d = sub.add_parser("demo", help="TRADES vs TRADES+1st+2nd on the embedded digits dataset (no download)")
     d.add_argument("--out", default="runs/demo")

@@ -83,8 +83,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    fa, fb = _flatten(a), _flatten(b)
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in RESUMABLE_DIFFS)
+    """Keys whose values differ; a key one side lacks (an older taylorat) counts at its default."""
+    fa, fb, default = _flatten(a), _flatten(b), _flatten(Config().to_dict())
+    return sorted(k for k in set(fa) | set(fb)
+                  if fa.get(k, default.get(k)) != fb.get(k, default.get(k)) and k not in RESUMABLE_DIFFS)
 
 
 def _optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
