@@ -47,7 +47,7 @@ def test_parameter_counts():
 
 
 def test_available():
-    assert available() == ["preact_resnet18", "small_cnn", "wrn_<depth>_<width>"]
+    assert available() == ["mobilenetv2", "preact_resnet18", "small_cnn", "vgg16", "wrn_<depth>_<width>"]
 
 
 @pytest.mark.parametrize("name,kwargs,shape", CASES, ids=CASE_IDS)
@@ -91,7 +91,7 @@ def test_wrn_34_10_single_forward():
 def test_unknown_name():
     with pytest.raises(
         ValueError,
-        match=r"^unknown model 'resnet50'; available: preact_resnet18, small_cnn, "
+        match=r"^unknown model 'resnet50'; available: mobilenetv2, preact_resnet18, small_cnn, vgg16, "
         r"wrn_<depth>_<width> \(e\.g\. wrn_34_10\)$",
     ):
         create("resnet50")

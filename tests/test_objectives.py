@@ -7,7 +7,7 @@ from torch import nn
 
 from taylorat import models
 from taylorat.objectives import (
-    TradesTaylor,
+    Method,
     Threat,
     default_c,
     head_grad_rowsums,
@@ -245,8 +245,8 @@ def test_method_perturb_stays_in_ball_restores_weights_and_mode():
     model.train()
     x, _, y = batch(dtype=torch.float32)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    method = TradesTaylor(threat=Threat(eps=0.1, step=0.02, steps=5), noise_std=0.01, noise_scope="conv")
-    x_adv = method.perturb(model, x, torch.Generator().manual_seed(0))
+    method = Method(threat=Threat(eps=0.1, step=0.02, steps=5), noise_std=0.01, noise_scope="conv")
+    x_adv = method.perturb(model, x, generator=torch.Generator().manual_seed(0))
     assert model.training
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BN stats untouched too
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
@@ -259,9 +259,9 @@ def test_method_perturb_uses_the_noisy_weights():
     model = tiny_model(torch.float32)
     x, _, _ = batch(dtype=torch.float32)
     t = Threat(eps=0.1, step=0.02, steps=3)
-    a = TradesTaylor(threat=t, noise_std=0.0).perturb(model, x, torch.Generator().manual_seed(0))
-    b = TradesTaylor(threat=t, noise_std=0.05).perturb(model, x, torch.Generator().manual_seed(0))
-    c = TradesTaylor(threat=t, noise_std=0.05).perturb(model, x, torch.Generator().manual_seed(0))
+    a = Method(threat=t, noise_std=0.0).perturb(model, x, generator=torch.Generator().manual_seed(0))
+    b = Method(threat=t, noise_std=0.05).perturb(model, x, generator=torch.Generator().manual_seed(0))
+    c = Method(threat=t, noise_std=0.05).perturb(model, x, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(a, b)
     assert torch.equal(b, c)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from taylorat.cli import main
-from taylorat.reproduce import runner, study as studies
+from taylorat.reproduce import study as studies
 from taylorat.reproduce.render import summarise
 from taylorat.train import ConfigError
 

@@ -100,10 +100,24 @@ def test_config_file_errors(tmp_path):
 def test_shipped_configs_validate():
     from pathlib import Path
 
-    files = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
-    assert len(files) >= 4
+    root = Path(__file__).parent.parent / "configs"
+    files = sorted(p for p in root.rglob("*.yaml") if "studies" not in p.parts)
+    assert len(files) >= 50
+    names = set()
     for f in files:
-        load(f)
+        cfg = load(f)
+        names.add(cfg.method.name)
+    assert {"trades", "trades+1st", "trades+1st+2nd", "awp-trades", "awp-trades+1st+2nd", "at", "at+1st+2nd"} <= names
+
+
+def test_paper_configs_match_their_generator():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).parent.parent / "tools" / "make_paper_configs.py"
+    assert subprocess.run([sys.executable, str(tool), "--check"]).returncode == 0, \
+        "configs/paper is stale: run python tools/make_paper_configs.py"
 
 
 # ------------------------------------------------------------------ schedules
@@ -241,3 +255,31 @@ def test_shipped_cifar_configs_train_a_step(config, tmp_path):
     assert res.epochs_done == 1 and res.history[0]["train_first"] > 0
     model, meta = ckpt.load_model(tmp_path / "best.safetensors")
     assert meta["model"]["name"] == cfg.model.name and meta["data"]["dataset"] == "synthetic"
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_weight_averaging_is_evaluated_saved_and_resumed_exactly(kind, tmp_path):
+    over = {"optim__epochs": 2, "optim__average": kind, "optim__swa_start": 0.0, "optim__ema_decay": 0.9}
+    full = train(tiny(tmp_path / "full", **over))
+    assert all(h["averaged"] for h in full.history)
+    part = tiny(tmp_path / "part", **over)
+    train(part, stop_after=1)
+    w1, _ = state(tmp_path / "part" / "last.safetensors")
+    train(part, resume=True)
+    a, _ = state(tmp_path / "full" / "last.safetensors")
+    b, _ = state(tmp_path / "part" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # exact resume, averaged model included
+    avg = {k[len("avg.module."):]: v for k, v in b.items() if k.startswith("avg.module.")}
+    raw = {k[len("model."):]: v for k, v in b.items() if k.startswith("model.")}
+    assert avg.keys() == raw.keys()
+    w = "features.0.weight" if "features.0.weight" in raw else next(k for k in raw if k.endswith("weight"))
+    if kind == "swa":  # the equal average of the end-of-epoch weights
+        w1m = {k[len("model."):]: v for k, v in w1.items() if k.startswith("model.")}
+        assert torch.allclose(avg[w], (w1m[w] + raw[w]) / 2, atol=1e-7)
+    assert not torch.equal(avg[w], raw[w])
+    bn = next(k for k in raw if k.endswith("running_mean"))
+    assert not torch.equal(avg[bn], raw[bn])  # BN statistics recomputed for the averaged weights
+    best, meta = ckpt.load_model(tmp_path / "full" / "best.safetensors")
+    epoch_avg = {k: v for k, v in best.state_dict().items()}
+    if meta["epoch"] == 2:
+        assert torch.equal(epoch_avg[w], avg[w])  # `best` holds the averaged weights

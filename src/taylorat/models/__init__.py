@@ -4,6 +4,6 @@ from .base import Classifier, Normalize
 from .registry import available, create, register
 
 # Importing the architecture modules registers them.
-from . import preact_resnet, small_cnn, wide_resnet  # noqa: E402,F401  isort: skip
+from . import mobilenetv2, preact_resnet, small_cnn, vgg, wide_resnet  # noqa: E402,F401  isort: skip
 
 __all__ = ["Classifier", "Normalize", "available", "create", "register"]

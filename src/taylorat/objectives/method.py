@@ -1,12 +1,15 @@
 """A training method: how to make the adversarial batch and which loss to minimise on it.
 
-``TradesTaylor`` is TRADES (η = 0), TRADES+1st (η = 0.3, η2 = 0) or TRADES+1st+2nd
-(η = 0.2, η2 = η/2) with randomized weights in the attack (Alg. 1 of the paper):
+Names are ``BASE`` or ``BASE+1st`` or ``BASE+1st+2nd`` with BASE one of ``trades``, ``at``,
+``mart``, ``awp-trades`` (η = 0.3, η2 = 0 for +1st; η = 0.2, η2 = η/2 for +1st+2nd; paper
+§5.1). Each step (paper Alg. 1):
 
-1. model in eval mode, weights ``w + u`` (one ``u`` per minibatch);
-2. ``x' = PGD_K`` on TRADES' ``KL(f(x) ‖ f(x'))`` from ``x + 0.001·N(0, I)``;
-3. weights restored bit-exactly, model back in train mode;
-4. loss ``(1−η)·CE + β·KL + η·first + η2·second`` from one forward pass per input.
+1. model in eval mode, weights ``w + u`` (one ``u ~ N(0, σ²)`` per minibatch, σ = 0 for the
+   plain bases); ``x'`` by PGD-K: TRADES' KL from ``x + 0.001·N(0, I)`` (trades, awp-trades),
+   cross-entropy from a uniform start (at) or from ``x + 0.001·N(0, I)`` (mart, as its code);
+2. weights restored bit-exactly, model back in train mode;
+3. the base loss (+ ``η·first + η2·second``) from one forward pass per input; for awp-trades
+   on ``w + v`` with ``v`` from :class:`~taylorat.objectives.awp.AWP`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,23 @@ from torch import nn
 
 from ..attacks import eval_mode, pgd
 from ..attacks.pgd import check_threat
+from .at import at_taylor_from_outputs
+from .mart import mart_taylor_from_outputs
 from .trades import LossParts, check_weights, resolve_eta2, trades_taylor_from_outputs
 from .weight_noise import SCOPES, randomized_weights
 
-METHODS = ("trades", "trades+1st", "trades+1st+2nd")
-# η, η2 defaults per Taylor order (paper §5.1); η2=None means η/2
-ORDER_DEFAULTS = {"trades": (0.0, 0.0), "trades+1st": (0.3, 0.0), "trades+1st+2nd": (0.2, None)}
+BASES = ("trades", "at", "mart", "awp-trades")
+ORDERS = {"": (0.0, 0.0), "+1st": (0.3, 0.0), "+1st+2nd": (0.2, None)}  # η, η2 (None: η/2)
+METHODS = tuple(b + o for b in BASES for o in ORDERS)
+ORDER_DEFAULTS = {b + o: v for b in BASES for o, v in ORDERS.items()}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"awp-trades+1st+2nd"`` -> ``("awp-trades", "+1st+2nd")``."""
+    for order in ("+1st+2nd", "+1st"):
+        if name.endswith(order):
+            return name[: -len(order)], order
+    return name, ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,8 @@ class Threat:
 
 
 @dataclass(frozen=True)
-class TradesTaylor:
+class Method:
+    base: str = "trades"
     threat: Threat = Threat()
     beta: float = 6.0
     eta: float = 0.2
@@ -51,23 +66,48 @@ class TradesTaylor:
     noise_scope: str = "conv"
 
     def __post_init__(self):
+        if self.base not in BASES:
+            raise ValueError(f"unknown base {self.base!r}; use one of {', '.join(BASES)}")
         check_weights(self.beta, self.eta, resolve_eta2(self.eta, self.eta2), self.compat)
         if self.noise_scope not in SCOPES:
             raise ValueError(f"unknown noise_scope {self.noise_scope!r}; use one of {', '.join(SCOPES)}")
         if not self.noise_std >= 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The adversarial batch, found on randomized weights in eval mode (model mode restored)."""
+    @property
+    def taylor(self) -> bool:
+        return self.eta > 0 or resolve_eta2(self.eta, self.eta2) > 0
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The adversarial batch, found on randomized weights in eval mode (model mode restored).
+
+        ``y`` is needed by the cross-entropy attacks (at, mart), not by TRADES' KL attack.
+        """
         t = self.threat
         with eval_mode(model), randomized_weights(model, self.noise_std, self.noise_scope, generator):
-            with torch.no_grad():
-                p_nat = F.softmax(model(x).float(), dim=1)
-            return pgd(model, x, eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, loss="kl", start="normal",
-                       init_std=0.001, target_probs=p_nat, generator=generator)
+            if self.base in ("trades", "awp-trades"):
+                with torch.no_grad():
+                    p_nat = F.softmax(model(x).float(), dim=1)
+                return pgd(model, x, eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, loss="kl",
+                           start="normal", init_std=0.001, target_probs=p_nat, generator=generator)
+            start = "uniform" if self.base == "at" else "normal"
+            return pgd(model, x, y, eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, loss="ce", start=start,
+                       init_std=0.001, generator=generator)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> LossParts:
-        h = model.forward_features(x)
+    def loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+             taylor: bool = True) -> LossParts:
+        """The base loss (+ Taylor terms unless ``taylor=False``) from one forward pass per input."""
+        eta, eta2 = (self.eta, self.eta2) if taylor else (0.0, 0.0)
         ha = model.forward_features(x_adv)
-        return trades_taylor_from_outputs(model.head(h), h, model.head(ha), ha, y, beta=self.beta, eta=self.eta,
-                                          eta2=self.eta2, compat=self.compat)
+        za = model.head(ha)
+        if self.base == "at":
+            if not (taylor and self.taylor):  # plain AT: the adversarial pass alone, as Madry et al.
+                return at_taylor_from_outputs(None, None, za, ha, y, eta=0.0, eta2=0.0, compat=self.compat)
+            h = model.forward_features(x)
+            return at_taylor_from_outputs(model.head(h), h, za, ha, y, eta=eta, eta2=eta2, compat=self.compat)
+        h = model.forward_features(x)
+        z = model.head(h)
+        if self.base == "mart":
+            return mart_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, eta=eta, eta2=eta2, compat=self.compat)
+        return trades_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, eta=eta, eta2=eta2, compat=self.compat)

@@ -18,7 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..objectives.method import METHODS, ORDER_DEFAULTS
+from ..objectives.method import METHODS, ORDER_DEFAULTS, split_name
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
 
@@ -46,13 +46,15 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "trades+1st+2nd"  # trades | trades+1st | trades+1st+2nd
-    beta: float = 6.0
+    name: str = "trades+1st+2nd"  # BASE[+1st[+2nd]], BASE = trades | at | mart | awp-trades
+    beta: float = 6.0  # 1/λ of TRADES (and MART's β); unused by at
     eta: Union[float, None] = None  # None: 0.3 for +1st, 0.2 for +1st+2nd, 0 for trades
     eta2: Union[float, None] = None  # None: η/2 for +1st+2nd, 0 otherwise
     compat: str = "symmetric"  # symmetric | reference (the authors' second-order targets)
-    noise_std: Union[float, None] = None  # None: 1e-4 for Taylor methods, 0 for trades
+    noise_std: Union[float, None] = None  # None: 1e-4 for Taylor methods (0 for awp-trades, as its reference)
     noise_scope: str = "conv"  # conv | weights | all | none
+    awp_gamma: float = 0.005  # awp-trades: relative size of the weight perturbation
+    awp_warmup: int = 10  # awp-trades: first epoch with AWP (the reference's `epoch >= 10`)
 
 
 @dataclass
@@ -73,6 +75,9 @@ class OptimConfig:
     nesterov: bool = False
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = 0.1
+    average: str = "none"  # none | ema | swa: weight averaging, evaluated with recomputed BN statistics
+    ema_decay: float = 0.999
+    swa_start: float = 0.5  # fraction of the epochs after which SWA averages (once per epoch)
 
 
 @dataclass
@@ -111,14 +116,18 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def resolved_method(self) -> dict[str, Any]:
-        """η, η2, σ after the per-method defaults (what the run actually uses)."""
+        """The method's parameters after the per-name defaults (what the run actually uses)."""
         m = self.method
+        base, order = split_name(m.name)
         eta_d, eta2_d = ORDER_DEFAULTS[m.name]
         eta = eta_d if m.eta is None else m.eta
         eta2 = (eta / 2 if eta2_d is None else eta2_d) if m.eta2 is None else m.eta2
-        noise = (0.0 if m.name == "trades" else 1e-4) if m.noise_std is None else m.noise_std
-        return {"beta": m.beta, "eta": eta, "eta2": eta2, "compat": m.compat, "noise_std": noise,
-                "noise_scope": m.noise_scope}
+        noise = (1e-4 if order and base != "awp-trades" else 0.0) if m.noise_std is None else m.noise_std
+        out = {"base": base, "beta": m.beta, "eta": eta, "eta2": eta2, "compat": m.compat, "noise_std": noise,
+               "noise_scope": m.noise_scope}
+        if base == "awp-trades":
+            out.update(awp_gamma=m.awp_gamma, awp_warmup=m.awp_warmup)
+        return out
 
 
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
@@ -285,11 +294,14 @@ def validate(cfg: Config) -> None:
     _choice(m.compat, COMPAT, "method.compat")
     _choice(m.noise_scope, SCOPES, "method.noise_scope")
     _check(finite(m.beta) and m.beta >= 0, f"method.beta must be >= 0, got {m.beta}")
-    if m.name == "trades":
-        _check(not m.eta and not m.eta2, "method 'trades' has no Taylor terms (eta=0); use trades+1st or "
-                                         "trades+1st+2nd to set eta")
-    if m.name == "trades+1st":
-        _check(not m.eta2, "method 'trades+1st' has no second-order term; use trades+1st+2nd to set eta2")
+    base, order = split_name(m.name)
+    if not order:
+        _check(not m.eta and not m.eta2, f"method {m.name!r} has no Taylor terms (eta=0); use {base}+1st or "
+                                         f"{base}+1st+2nd to set eta")
+    if order == "+1st":
+        _check(not m.eta2, f"method {m.name!r} has no second-order term; use {base}+1st+2nd to set eta2")
+    _check(finite(m.awp_gamma) and m.awp_gamma >= 0, f"method.awp_gamma must be >= 0, got {m.awp_gamma}")
+    _check(m.awp_warmup >= 0, f"method.awp_warmup must be >= 0, got {m.awp_warmup}")
     r = cfg.resolved_method()
     _check(finite(r["eta"]) and 0 <= r["eta"] <= 1, f"method.eta must be in [0, 1], got {r['eta']}")
     _check(finite(r["eta2"]) and r["eta2"] >= 0, f"method.eta2 must be >= 0, got {r['eta2']}")
@@ -309,6 +321,9 @@ def validate(cfg: Config) -> None:
     _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
     _check(0 < o.gamma <= 1, f"optim.gamma must be in (0, 1], got {o.gamma}")
+    _choice(o.average, ("none", "ema", "swa"), "optim.average")
+    _check(0 < o.ema_decay < 1, f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
+    _check(0 <= o.swa_start < 1, f"optim.swa_start must be in [0, 1), got {o.swa_start}")
     _check(all(0 < x <= 1 for x in o.milestones) and o.milestones == sorted(o.milestones),
            f"optim.milestones must be increasing fractions of the epochs in (0, 1], got {o.milestones}")
     e = cfg.eval

@@ -26,7 +26,8 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
-from ..objectives import Threat, TradesTaylor
+from ..objectives import AWP, Method, Threat
+from .averaging import WeightAverage
 from .config import Config
 from .schedule import lr_at, paper_checkpoint_epochs
 
@@ -66,10 +67,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_method(cfg: Config) -> TradesTaylor:
+def build_method(cfg: Config) -> Method:
     r = cfg.resolved_method()
     a = cfg.attack
-    return TradesTaylor(threat=Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps), **r)
+    keys = ("base", "beta", "eta", "eta2", "compat", "noise_std", "noise_scope")
+    return Method(threat=Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps), **{k: r[k] for k in keys})
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -127,6 +129,8 @@ class Trainer:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                    weight_decay=o.weight_decay, nesterov=o.nesterov)
         self.method = build_method(cfg)
+        m = cfg.method
+        self.awp = AWP(self.model, m.awp_gamma, m.awp_warmup) if self.method.base == "awp-trades" else None
         crop = ds.crop if cfg.data.crop is None else cfg.data.crop
         flip = ds.flip if cfg.data.flip is None else cfg.data.flip
         self.loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
@@ -136,8 +140,10 @@ class Trainer:
         sx, sy = ((self.prep.holdout_x, self.prep.holdout_y) if e.select_on == "holdout"
                   else (self.prep.test_x, self.prep.test_y))
         self.select_x, self.select_y = sx[: e.n].to(self.device), sy[: e.n].to(self.device)
-        self.eval_attack = PGD(self.model, eps=e.eps, step=e.step, steps=e.steps, norm=cfg.attack.norm,
-                               seed=derive_seed(cfg.seed, "eval"))
+        self.avg = (WeightAverage(self.model, o.average, o.epochs, o.ema_decay, o.swa_start)
+                    if o.average != "none" else None)
+        self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
+                                               shuffle=False, memory_format=self.memory_format) if self.avg else None
         self.schedule = set(paper_checkpoint_epochs(o.epochs)) if cfg.checkpoints == "paper" else set()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
@@ -168,6 +174,8 @@ class Trainer:
                                   "choose another out_dir or resume with the same config")
             ckpt.load_state_strict(self.model, tensors, str(last))
             _load_optimizer(self.model, self.opt, tensors)
+            if self.avg is not None:
+                self.avg.load_state_tensors(tensors)
             self.history = meta.get("history", [])
             self.best, self.best_epoch = meta.get("best") or {}, meta.get("best_epoch")
             self.start_epoch = meta["epoch"] + 1
@@ -194,21 +202,28 @@ class Trainer:
         seen = 0
         bar = tqdm(total=len(self.loader), desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False,
                    disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+        method, awp = self.method, self.awp if self.awp is not None and self.awp.active(epoch) else None
         model.train()
         for i, (x, y) in enumerate(self.loader.batches(epoch)):
             if i == 0 and epoch == self.start_epoch:
                 model.check_input(x)
             with autocast:
-                x_adv = self.method.perturb(model, x, gen)
-                parts = self.method.loss(model, x, x_adv, y)
-            opt.zero_grad(set_to_none=True)
-            parts.loss.backward()
+                x_adv = method.perturb(model, x, y, generator=gen)
+                v = awp.perturbation(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss) if awp else None
+            with AWP.applied(model, v):  # the loss on w + v, its gradient applied to w
+                with autocast:
+                    parts = method.loss(model, x, x_adv, y)
+                opt.zero_grad(set_to_none=True)
+                parts.loss.backward()
             opt.step()
+            if self.avg is not None:
+                self.avg.after_step(model)
             with torch.no_grad():
                 b = y.shape[0]
                 s = parts.scalars()
+                nat = parts.logits_nat  # None for plain AT, which has no clean pass
                 sums += torch.stack([s[k].float() * b for k in names]
-                                    + [(parts.logits_nat.argmax(1) == y).sum().float(),
+                                    + [(nat.argmax(1) == y).sum().float() if nat is not None else sums[-2] * 0,
                                        (parts.logits_adv.argmax(1) == y).sum().float()])
             seen += y.shape[0]
             bar.update(1)
@@ -222,7 +237,7 @@ class Trainer:
         if not all(math.isfinite(v) for v in vals):
             self._diverged(epoch, len(self.loader))
         out = {"lr": lr, **{f"train_{k}": v for k, v in zip(names, vals)}}
-        out["train_acc_clean"] = 100 * vals[len(names)]
+        out["train_acc_clean"] = 100 * vals[len(names)] if self.method.base != "at" or self.method.taylor else None
         out["train_acc_adv"] = 100 * vals[len(names) + 1]
         return out
 
@@ -230,21 +245,28 @@ class Trainer:
         raise TrainingDiverged(f"loss is not finite at epoch {epoch}, step {step}; lower optim.lr (the last good "
                                f"checkpoint is kept in {self.out})")
 
+    def eval_model(self) -> torch.nn.Module:
+        """The model the per-epoch check and the saved checkpoints use: the average once it exists."""
+        return self.avg.module if self.avg is not None and self.avg.ready else self.model
+
     def evaluate(self) -> dict[str, float]:
-        bs = self.cfg.eval.batch_size
-        clean = correct_mask(self.model, self.select_x, self.select_y, None, bs).float().mean().item()
-        adv = correct_mask(self.model, self.select_x, self.select_y, self.eval_attack, bs).float().mean().item()
+        e = self.cfg.eval
+        model = self.eval_model()
+        attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
+                     seed=derive_seed(self.cfg.seed, "eval"))
+        clean = correct_mask(model, self.select_x, self.select_y, None, e.batch_size).float().mean().item()
+        adv = correct_mask(model, self.select_x, self.select_y, attack, e.batch_size).float().mean().item()
         return {"clean": 100 * clean, "pgd": 100 * adv}
 
     def save(self, epoch: int, record: dict[str, Any]) -> None:
         meta = self._meta(epoch)
-        tensors = {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt)}
+        weights = ckpt.model_tensors(self.eval_model())
+        tensors = {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt),
+                   **(self.avg.state_tensors() if self.avg is not None else {})}
         if record.get("is_best"):
-            ckpt.save(self.out / "best.safetensors", ckpt.model_tensors(self.model),
-                      {**meta, "kind": "model", "metrics": record})
+            ckpt.save(self.out / "best.safetensors", weights, {**meta, "kind": "model", "metrics": record})
         if epoch in self.schedule:
-            ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", ckpt.model_tensors(self.model),
-                      {**meta, "kind": "model", "metrics": record})
+            ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", weights, {**meta, "kind": "model", "metrics": record})
         ckpt.save(self.out / "last.safetensors", tensors, {**meta, "kind": "train_state", "history": self.history})
         lines = "".join(json.dumps(h) + "\n" for h in self.history)
         ckpt.atomic_write_text(self.out / "metrics.jsonl", lines)
@@ -260,6 +282,11 @@ class Trainer:
                 break
             te = time.time()
             record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
+            if self.avg is not None:
+                self.avg.after_epoch(self.model, epoch)
+                if self.avg.ready:
+                    self.avg.recompute_bn(self.bn_loader.batches(0))
+                record["averaged"] = self.avg.ready
             record["train_seconds"] = time.time() - te
             if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
                 tv = time.time()

@@ -1,0 +1,58 @@
+"""MART (Wang et al., ICLR 2020) with the Taylor terms.
+
+With clean and adversarial probabilities ``p, p'`` and ``k* = argmax_{k≠y} p'_k``:
+
+* boosted CE: ``BCE = CE(z', y) − log(1 − p'_{k*})``;
+* misclassification-aware KL: ``(1/B) Σ_b KL(p_b ‖ p'_b) · (1 − p_b,y)``;
+* ``L = (1−η)·BCE + β·KL_w + η·first + η2·second`` (β = 6 as MART's code; η = 0 is plain MART).
+
+The small constants (1.0001, 1e-12, 1.0000001) are those of the MART reference code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .taylor import taylor_terms
+from .trades import LossParts, check_weights, resolve_eta2
+
+
+def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(boosted CE, misclassification-aware KL) of MART."""
+    adv_probs = F.softmax(logits_adv, dim=1)
+    top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+    new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    bce = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+    nat_probs = F.softmax(logits_nat, dim=1)
+    true_probs = nat_probs.gather(1, y[:, None]).squeeze(1)
+    kl = (torch.xlogy(nat_probs, nat_probs) - nat_probs * torch.log(adv_probs + 1e-12)).sum(1)  # nn.KLDivLoss
+    return bce, (kl * (1.0000001 - true_probs)).sum() / y.shape[0]
+
+
+def mart_taylor_from_outputs(
+    logits_nat: torch.Tensor,
+    feats_nat: torch.Tensor,
+    logits_adv: torch.Tensor,
+    feats_adv: torch.Tensor,
+    y: torch.Tensor,
+    beta: float = 6.0,
+    eta: float = 0.2,
+    eta2: float | None = None,
+    compat: str = "symmetric",
+) -> LossParts:
+    """MART (+ Taylor) loss from precomputed outputs."""
+    eta2 = resolve_eta2(eta, eta2)
+    check_weights(beta, eta, eta2, compat)
+    dtype = torch.promote_types(logits_nat.dtype, torch.float32)
+    z, za = logits_nat.to(dtype), logits_adv.to(dtype)
+    bce, kl = mart_terms(z, za, y)
+    loss = (1.0 - eta) * bce + beta * kl
+    zero = torch.zeros((), dtype=dtype, device=z.device)
+    first = second = zero
+    if eta > 0 or eta2 > 0:
+        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0)
+        first, second = terms.first, terms.second
+        loss = loss + eta * first + eta2 * second
+    return LossParts(loss=loss, ce=bce.detach(), kl=kl.detach(), first=first.detach(), second=second.detach(),
+                     logits_nat=logits_nat.detach(), logits_adv=logits_adv.detach())

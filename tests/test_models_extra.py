@@ -1,0 +1,155 @@
+"""Tests for the extra architectures: vgg16 and mobilenetv2."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from taylorat.models import Classifier, available, create
+from taylorat.models.mobilenetv2 import MOBILENETV2_CFG, InvertedResidual
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _conv_bn(cin: int, cout: int, k: int, bias: bool) -> int:
+    return cin * cout * k * k + (cout if bias else 0) + 2 * cout
+
+
+# VGG-16-BN (kuangliu/pytorch-cifar), 3x3 convs with bias, BN, head 512 -> 10.
+_VGG_CONVS = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+VGG16_PARAMS = sum(_conv_bn(a, b, 3, True) for a, b in zip(_VGG_CONVS, _VGG_CONVS[1:])) + 512 * 10 + 10
+assert VGG16_PARAMS == 14_728_266
+
+
+def _mobilenetv2_hand_count(num_classes: int = 10) -> int:
+    total = _conv_bn(3, 32, 3, False)  # stem
+    cin = 32
+    for t, cout, n, s in MOBILENETV2_CFG:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            p = t * cin
+            total += _conv_bn(cin, p, 1, False) + (9 * p + 2 * p) + _conv_bn(p, cout, 1, False)
+            if stride == 1 and cin != cout:
+                total += _conv_bn(cin, cout, 1, False)  # projection shortcut
+            cin = cout
+    total += _conv_bn(320, 1280, 1, False) + 1280 * num_classes + num_classes
+    return total
+
+
+MOBILENETV2_PARAMS = _mobilenetv2_hand_count()
+assert MOBILENETV2_PARAMS == 2_296_922
+
+CASES = [
+    ("vgg16", dict(), (3, 32, 32)),
+    ("vgg16", dict(in_channels=1, image_size=28), (1, 28, 28)),
+    ("mobilenetv2", dict(), (3, 32, 32)),
+    ("mobilenetv2", dict(in_channels=1, image_size=28), (1, 28, 28)),
+]
+CASE_IDS = [f"{n}-{'x'.join(map(str, s))}" for n, _, s in CASES]
+
+
+def test_parameter_counts():
+    assert n_params(create("vgg16")) == VGG16_PARAMS
+    assert n_params(create("mobilenetv2")) == MOBILENETV2_PARAMS
+    assert n_params(create("vgg16", num_classes=100)) == VGG16_PARAMS + 90 * 513
+    assert n_params(create("mobilenetv2", num_classes=100)) == _mobilenetv2_hand_count(100)
+
+
+def test_available():
+    names = available()
+    assert "vgg16" in names and "mobilenetv2" in names
+
+
+def test_mobilenetv2_shortcuts():
+    blocks = [b for b in create("mobilenetv2").layers if isinstance(b, InvertedResidual)]
+    assert len(blocks) == 17
+    kinds = [
+        "none" if not b.residual else "identity" if isinstance(b.shortcut, nn.Identity) else "conv"
+        for b in blocks
+    ]
+    # Blocks 0 | 1-2 | 3-5 | 6-9 | 10-12 | 13-15 | 16 (16, 24, 32, 64, 96, 160, 320 channels).
+    # Projection shortcuts: 32->16, 16->24, 64->96, 160->320 (all stride 1).
+    assert [i for i, k in enumerate(kinds) if k == "conv"] == [0, 1, 10, 16]
+    assert [i for i, k in enumerate(kinds) if k == "none"] == [3, 6, 13]  # the stride-2 blocks
+
+
+@pytest.mark.parametrize("name,kwargs,shape", CASES, ids=CASE_IDS)
+def test_forward_is_head_of_features(name, kwargs, shape):
+    torch.manual_seed(0)
+    model = create(name, num_classes=7, **kwargs).eval()
+    assert isinstance(model, Classifier) and model.name == name
+    x = torch.rand(2, *shape)
+    model.check_input(x)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    assert feats.shape == (2, model.head.in_features)
+    assert logits.shape == (2, 7)
+    torch.testing.assert_close(logits, model.head(feats), rtol=0, atol=1e-6)
+
+
+def test_vgg16_ceil_pool_matches_floor_pool_at_32():
+    torch.manual_seed(0)
+    model = create("vgg16").eval()
+    floor = copy.deepcopy(model)
+    for m in floor.features:
+        if isinstance(m, nn.MaxPool2d):
+            m.ceil_mode = False
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.features(x).shape == (2, 512, 1, 1)
+        torch.testing.assert_close(model(x), floor(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,kwargs,shape", CASES, ids=CASE_IDS)
+def test_channels_last_and_bf16_autocast(name, kwargs, shape):
+    torch.manual_seed(0)
+    model = create(name, **kwargs).eval()
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        ref = model(x)
+        cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x.contiguous(memory_format=torch.channels_last))
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("vgg16", dict(num_classes=100)),
+        ("vgg16", dict(in_channels=1, image_size=28, mean=[0.5], std=[0.25])),
+        ("mobilenetv2", dict(mean=[0.4914, 0.4822, 0.4465], std=[0.2471, 0.2435, 0.2616])),
+        ("mobilenetv2", dict(in_channels=1, image_size=28, num_classes=3)),
+    ],
+)
+def test_spec_round_trip(name, kwargs):
+    model = create(name, **kwargs)
+    spec = model.spec
+    assert spec["name"] == name
+    rebuilt = create(**spec)
+    assert rebuilt.spec == spec
+    a, b = model.state_dict(), rebuilt.state_dict()
+    assert list(a) == list(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+    if "mean" in kwargs:
+        assert torch.equal(a["normalize.mean"], b["normalize.mean"])
+
+
+def test_wide_resnet_variants_parameter_counts():
+    from taylorat.models import create as make
+
+    with torch.device("meta"):  # count without allocating 266M parameters
+        counts = {n: sum(p.numel() for p in make(n).parameters()) for n in ("wrn_34_10", "wrn_34_20", "wrn_70_16")}
+    assert counts["wrn_34_10"] == 46_160_474
+    assert counts["wrn_70_16"] == 266_796_506  # RobustBench's WRN-70-16: 266.8M
+    assert counts["wrn_34_20"] == 184_531_674
