@@ -41,6 +41,9 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     path = tmp_path / "c.safetensors"
     ckpt.save(path, {"a": torch.ones(3)}, {"epoch": 1})
     good = path.read_bytes()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
     def crash(*args, **kwargs):
         raise OSError("disk full")

@@ -80,3 +80,19 @@ def test_demo_prints_both_methods_and_writes_report(tmp_path, capsys):
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "taylorat", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("taylorat ")
+
+
+def test_landscape_command_on_two_checkpoints(tmp_path, capsys):
+    for name, method in (("a", "trades"), ("b", "trades+1st+2nd")):
+        assert main(["train", f"out_dir={tmp_path / name}", *TINY, f"method.name={method}"]) == 0
+    out = tmp_path / "land"
+    assert main(["landscape", "--checkpoint", str(tmp_path / "a" / "best.safetensors"), "--checkpoint",
+                 str(tmp_path / "b" / "best.safetensors"), "--images", "2", "--steps", "5", "--out", str(out),
+                 "--flatness", "--flatness-images", "8", "--draws", "2", "--device", "cpu"]) == 0
+    for f in ("landscape.png", "landscapes.npz", "landscape.json", "flatness.png", "flatness.json"):
+        assert (out / f).stat().st_size > 0
+    rep = json.loads((out / "landscape.json").read_text())
+    assert set(rep["models"]) == {"trades", "trades+1st+2nd"}
+    assert rep["settings"]["radius"] == pytest.approx(0.2)  # twice the runs' eval eps
+    text = capsys.readouterr().out
+    assert "flatness (mean |L - L(0,0)|)" in text and "expected clean-loss increase" in text

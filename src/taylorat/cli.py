@@ -1,4 +1,4 @@
-"""Command line: ``taylorat train | eval | reproduce | demo``. Errors in input are one line and a non-zero exit."""
+"""Command line: ``taylorat train | eval | reproduce | landscape | demo``. Errors in input are one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -144,6 +144,55 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _landscape(args: argparse.Namespace) -> int:
+    from . import checkpoint as ckpt
+    from . import data as datasets
+    from .analysis import flatness_report, landscape_report, pgd_attack
+    from .train.trainer import resolve_device
+
+    if args.images < 1:
+        raise UserError(f"--images must be >= 1, got {args.images}")
+    device = resolve_device(args.device)
+    models, metas = {}, []
+    for path in args.checkpoint:
+        model, meta = ckpt.load_model(path, device)
+        label = meta.get("method", {}).get("name", meta["model"]["name"])
+        if label in models:
+            label = f"{label} ({_run_label(path)})"
+        models[label] = model
+        metas.append(meta)
+    run_cfg = metas[0].get("config", {})
+    name = args.dataset or run_cfg.get("data", {}).get("dataset")
+    if name is None:
+        raise UserError(f"{args.checkpoint[0]} does not name its dataset; pass --dataset")
+    ds = datasets.load(name, args.data_dir or run_cfg.get("data", {}).get("data_dir", "./data"), download=False,
+                       **(run_cfg.get("data", {}).get("options", {}) if not args.dataset else {}))
+    n = args.images if args.flatness_images is None else max(args.images, args.flatness_images)
+    x = ds.test_x[:n].float().div(255).to(device)
+    y = ds.test_y[:n].to(device)
+    eps = run_cfg.get("eval", {}).get("eps", 0.031)
+    radius = args.radius if args.radius is not None else 2 * eps
+    out = Path(args.out)
+    rep = landscape_report(models, x[: args.images], y[: args.images], radius=radius, steps=args.steps,
+                           seed=args.seed, out_dir=out)
+    print(f"landscape ({len(models)} checkpoints x {args.images} images, radius {radius:.4g}) -> "
+          f"{out / 'landscape.png'}")
+    for label, summ in rep["models"].items():
+        mean = summ["mean"]
+        print(f"  {label}: mean loss over the grid {mean['mean_loss']:.3f}, flatness (mean |L - L(0,0)|) "
+              f"{mean['flatness']:.3f}, grid accuracy {100 * mean['grid_accuracy']:.1f}%")
+    if args.flatness:
+        m = args.flatness_images or 256
+        attack = pgd_attack(eps=eps, step=run_cfg.get("eval", {}).get("step", eps / 10), steps=10, seed=args.seed)
+        fl = flatness_report(models, x[:m], y[:m], draws=args.draws, seed=args.seed, out_dir=out, attack=attack)
+        print(f"weight-space flatness ({m} images, {args.draws} draws) -> {out / 'flatness.png'}")
+        for label, summ in fl["models"].items():
+            print(f"  {label}: expected clean-loss increase at alpha={summ['score_alpha']}: "
+                  f"{summ['loss_increase']:.4f} ± {summ['loss_increase_std']:.4f}"
+                  + (f"; PGD loss increase {summ['adv_loss_increase']:.4f}" if "adv_loss_increase" in summ else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taylorat", description="Randomized adversarial training via Taylor expansion")
     p.add_argument("--version", action="version", version=f"taylorat {__version__}")
@@ -186,6 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="validate every run config and list the runs")
     r.add_argument("--render-only", action="store_true", help="re-render results.json/README.md from finished runs")
     r.set_defaults(func=_reproduce)
+
+    ls = sub.add_parser("landscape", help="loss surfaces (paper Fig. 2) and weight-space flatness of checkpoints")
+    ls.add_argument("--checkpoint", required=True, action="append", help="checkpoint (repeatable: one row each)")
+    ls.add_argument("--images", type=int, default=4, help="first N test images, the same for every checkpoint")
+    ls.add_argument("--out", required=True)
+    ls.add_argument("--radius", type=float, help="grid half-width (default: twice the run's eval eps)")
+    ls.add_argument("--steps", type=int, default=21, help="grid points per axis")
+    ls.add_argument("--flatness", action="store_true", help="also weight-space flatness (Li et al. 2018)")
+    ls.add_argument("--flatness-images", type=int, help="test images for the flatness curves (default 256)")
+    ls.add_argument("--draws", type=int, default=5, help="random directions per relative size")
+    ls.add_argument("--dataset")
+    ls.add_argument("--data-dir")
+    ls.add_argument("--seed", type=int, default=0)
+    ls.add_argument("--device", default="auto")
+    ls.set_defaults(func=_landscape)
 
     d = sub.add_parser("demo", help="TRADES vs TRADES+1st+2nd on the embedded digits dataset (no download)")
     d.add_argument("--out", default="runs/demo")
