@@ -266,7 +266,7 @@ def test_method_perturb_uses_the_noisy_weights():
     assert torch.equal(b, c)
 
 
-@pytest.mark.parametrize("fast", ["channels_last", "bf16"])
+@pytest.mark.parametrize("fast", ["channels_last", "bf16", "compile"])
 def test_fast_paths_match_fp32_loss_and_gradients(fast):
     model64 = tiny_model(torch.float64)
     x, x_adv, y = batch(n=32)
@@ -274,7 +274,11 @@ def test_fast_paths_match_fp32_loss_and_gradients(fast):
     ref_g = grads(model64, ref)
     model = tiny_model(torch.float32)
     xf, xaf = x.float(), x_adv.float()
-    if fast == "channels_last":
+    if fast == "compile":
+        model.forward_features = torch.compile(model.forward_features)
+        loss = trades_taylor_loss(model, xf, xaf, y)
+        tol = 1e-5
+    elif fast == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         xf, xaf = xf.contiguous(memory_format=torch.channels_last), xaf.contiguous(memory_format=torch.channels_last)
         loss = trades_taylor_loss(model, xf, xaf, y)

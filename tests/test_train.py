@@ -283,3 +283,22 @@ def test_weight_averaging_is_evaluated_saved_and_resumed_exactly(kind, tmp_path)
     epoch_avg = {k: v for k, v in best.state_dict().items()}
     if meta["epoch"] == 2:
         assert torch.equal(epoch_avg[w], avg[w])  # `best` holds the averaged weights
+
+
+def test_fused_sgd_matches_the_default_kernel(tmp_path):
+    a = train(tiny(tmp_path / "a", **{"optim__epochs": 1}))
+    b = train(tiny(tmp_path / "b", **{"optim__epochs": 1, "optim__fused": True}))
+    ta, _ = state(tmp_path / "a" / "last.safetensors")
+    tb, _ = state(tmp_path / "b" / "last.safetensors")
+    worst = max(((ta[k].double() - tb[k].double()).abs().max() / ta[k].double().abs().max().clamp_min(1e-12)).item()
+                for k in ta if ta[k].is_floating_point())
+    assert worst < 1e-3  # rounding only (PGD's sign() turns it into slightly different x')
+    assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=2e-2)
+
+
+def test_compiled_model_trains_like_eager(tmp_path):
+    a = train(tiny(tmp_path / "a", **{"optim__epochs": 1}))
+    b = train(tiny(tmp_path / "b", compile="default", **{"optim__epochs": 1}))
+    assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=2e-2)
+    model, _ = ckpt.load_model(tmp_path / "b" / "best.safetensors")  # saved weights are plain tensors
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -75,6 +75,7 @@ class OptimConfig:
     nesterov: bool = False
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = 0.1
+    fused: bool = False  # the fused SGD kernel (one kernel for all parameters)
     average: str = "none"  # none | ema | swa: weight averaging, evaluated with recomputed BN statistics
     ema_decay: float = 0.999
     swa_start: float = 0.5  # fraction of the epochs after which SWA averages (once per epoch)
@@ -99,6 +100,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast for training; evaluation stays fp32)
     channels_last: bool = False
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's features
     checkpoints: str = "paper"  # paper | none: extra checkpoints on the paper's App. B.2 schedule
     log_every: int = 20
     progress: bool = True
@@ -284,6 +286,7 @@ def validate(cfg: Config) -> None:
            f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
     _choice(cfg.precision, ("fp32", "bf16"), "precision")
     _choice(cfg.checkpoints, ("paper", "none"), "checkpoints")
+    _choice(cfg.compile, ("none", "default", "reduce-overhead", "max-autotune"), "compile")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     d = cfg.data

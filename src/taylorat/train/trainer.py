@@ -30,6 +30,7 @@ from ..objectives import AWP, Method, Threat
 from .averaging import WeightAverage
 from .config import Config
 from .schedule import lr_at, paper_checkpoint_epochs
+from .step import train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name"}
@@ -127,7 +128,7 @@ class Trainer:
         self.model.to(memory_format=self.memory_format)
         o = cfg.optim
         self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                   weight_decay=o.weight_decay, nesterov=o.nesterov)
+                                   weight_decay=o.weight_decay, nesterov=o.nesterov, fused=o.fused or None)
         self.method = build_method(cfg)
         m = cfg.method
         self.awp = AWP(self.model, m.awp_gamma, m.awp_warmup) if self.method.base == "awp-trades" else None
@@ -144,6 +145,8 @@ class Trainer:
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
                                                shuffle=False, memory_format=self.memory_format) if self.avg else None
+        if cfg.compile != "none":  # after the copies above (AWP proxy, average), which stay eager
+            self.model.forward_features = torch.compile(self.model.forward_features, mode=cfg.compile)
         self.schedule = set(paper_checkpoint_epochs(o.epochs)) if cfg.checkpoints == "paper" else set()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
@@ -196,7 +199,6 @@ class Trainer:
         for group in opt.param_groups:
             group["lr"] = lr
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seed, epoch, "attack"))
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         names = ("loss", "ce", "kl", "first", "second")
         sums = torch.zeros(len(names) + 2, device=self.device)
         seen = 0
@@ -207,17 +209,8 @@ class Trainer:
         for i, (x, y) in enumerate(self.loader.batches(epoch)):
             if i == 0 and epoch == self.start_epoch:
                 model.check_input(x)
-            with autocast:
-                x_adv = method.perturb(model, x, y, generator=gen)
-                v = awp.perturbation(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss) if awp else None
-            with AWP.applied(model, v):  # the loss on w + v, its gradient applied to w
-                with autocast:
-                    parts = method.loss(model, x, x_adv, y)
-                opt.zero_grad(set_to_none=True)
-                parts.loss.backward()
-            opt.step()
-            if self.avg is not None:
-                self.avg.after_step(model)
+            parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, awp=awp,
+                               average=self.avg)
             with torch.no_grad():
                 b = y.shape[0]
                 s = parts.scalars()

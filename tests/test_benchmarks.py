@@ -1,0 +1,23 @@
+"""The benchmark script runs on CPU and reports what it promises (its timings are not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_step_time_script_reports_cases_and_overhead(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--device", "cpu", "--quick",
+                        "--methods", "trades,trades+1st,trades+1st+2nd", "--rounds", "1", "--iters", "1",
+                        "--warmup", "0", "--steps", "1", "--batch", "8", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["method"] for x in rows] == ["trades", "trades+1st", "trades+1st+2nd"]
+    assert all(x["ms_per_iter"] > 0 and x["device"].startswith("cpu") for x in rows)
+    assert "time_ratio_to_trades" in rows[1] and "time_ratio_to_trades" in rows[2]
+    assert "Taylor overhead small_cnn fp32 trades+1st+2nd / trades" in r.stdout
+    assert "| small_cnn | trades | fp32 |" in r.stdout
