@@ -167,3 +167,14 @@ def test_pgd_rejects_bad_settings(kwargs, match):
     x, y = data(2)
     with pytest.raises(ValueError, match=match):
         pgd(model, x, y, **kwargs)
+
+
+@pytest.mark.parametrize("start,norm", [("normal", "linf"), ("uniform", "linf"), ("uniform", "l2")])
+def test_sharded_random_start_equals_the_slice_of_the_whole_batch(start, norm):
+    from taylorat.attacks import random_start
+
+    x = torch.rand(10, 1, 8, 8)
+    whole = random_start(x, 0.1, norm, start, 0.001, torch.Generator().manual_seed(3))
+    parts = [random_start(x[a:b], 0.1, norm, start, 0.001, torch.Generator().manual_seed(3), rows=(a, b, 10))
+             for a, b in ((0, 5), (5, 10))]
+    assert torch.equal(torch.cat(parts), whole)

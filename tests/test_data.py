@@ -543,3 +543,34 @@ def test_to_float():
     f = D.to_float(x)
     assert f.dtype == torch.float32 and torch.allclose(f, torch.tensor([[[[0.0, 1.0], [0.2, 0.4]]]]))
     assert D.to_float(x, torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_shards_of_a_global_batch_reassemble_it_and_resume_skips_batches():
+    from taylorat.data import DeviceLoader
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (23, 1, 6, 6), dtype=torch.uint8, generator=g)
+    labels = torch.arange(23)
+    loader = DeviceLoader(images, labels, batch_size=8, crop=True, flip=True, pad=2, seed=4)
+    whole = list(loader.batches(3))
+    for world in (1, 2, 3):
+        shards = [list(loader.shard_batches(3, r, world)) for r in range(world)]
+        for k, (x, y) in enumerate(whole):
+            parts = [shards[r][k] for r in range(world)]
+            assert torch.equal(torch.cat([p[0] for p in parts]), x)
+            assert torch.equal(torch.cat([p[1] for p in parts]), y)
+            assert [p[2][2] for p in parts] == [len(y)] * world
+            assert [p[2][0] for p in parts] == [sum(len(q[1]) for q in parts[:r]) for r in range(world)]
+    resumed = list(loader.batches(3, start=2))
+    assert len(resumed) == len(whole) - 2
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, whole[2:]))
+
+
+def test_partial_idx_folder_is_reported_not_worked_around(tmp_path):
+    from taylorat.data import DatasetNotFoundError, load
+
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"x")
+    with pytest.raises(DatasetNotFoundError, match=r"is incomplete: t10k-images-idx3-ubyte.gz, "
+                                                   r"t10k-labels-idx1-ubyte.gz missing"):
+        load("fashion_mnist", tmp_path, download=False)

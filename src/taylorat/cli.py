@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DatasetNotFoundError
     from .train import ConfigError, RunDirError, TrainingDiverged
+    from .train.signals import Stopped
 
     args = build_parser().parse_args(argv)
     try:
@@ -274,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"taylorat: error: {e}", file=sys.stderr)
         return 3
+    except Stopped as e:  # a clean stop on SIGTERM/SIGINT, checkpoint written
+        print(f"taylorat: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("taylorat: interrupted", file=sys.stderr)
         return 130

@@ -86,20 +86,31 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
 
 
 def random_start(
-    x: torch.Tensor, eps: float, norm: str, kind: str, init_std: float, generator: torch.Generator | None
+    x: torch.Tensor, eps: float, norm: str, kind: str, init_std: float, generator: torch.Generator | None,
+    rows: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """A projected starting point for the attack."""
+    """A projected starting point for the attack.
+
+    ``rows=(start, stop, total)``: ``x`` holds rows ``start:stop`` of a batch of ``total``; the
+    noise is drawn for the whole batch and sliced, so a data-parallel shard starts where a
+    single process would have started those examples.
+    """
     if kind == "none" or eps == 0:
         return x.clone()
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    lo, hi, total = rows if rows is not None else (0, x.shape[0], x.shape[0])
+    shape = (total,) + tuple(x.shape[1:])
+
+    def draw(fn, shp):
+        return fn(shp, generator=generator, device=x.device, dtype=x.dtype)[lo:hi]
+
+    noise = draw(torch.randn, shape)
     if kind == "normal":
         delta = init_std * noise
     elif kind == "uniform":
         if norm == "linf":
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            delta = (2 * u - 1) * eps
+            delta = (2 * draw(torch.rand, shape) - 1) * eps
         else:
-            r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+            r = draw(torch.rand, (total,) + (1,) * (x.dim() - 1))
             delta = noise / _per_example_norm(noise).clamp_min(1e-12) * eps * r
     else:
         raise ValueError(f"unknown random start {kind!r}; use one of {', '.join(STARTS)}")
@@ -121,13 +132,14 @@ def pgd(
     target_probs: torch.Tensor | None = None,
     kappa: float = 50.0,
     generator: torch.Generator | None = None,
+    rows: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss`` within the eps-ball; returns detached ``x'``.
 
     The model is used in whatever mode it is in (attacks for training and evaluation put it in
     eval mode first). Gradients are taken w.r.t. the [0,1] image only: no parameter gradients
     are accumulated. ``loss="kl"`` needs ``target_probs`` (the clean softmax); if omitted it is
-    computed once from ``model(x)``.
+    computed once from ``model(x)``. ``rows``: see :func:`random_start` (data-parallel shards).
     """
     check_threat(eps, step, steps, norm)
     if loss not in LOSSES:
@@ -139,7 +151,7 @@ def pgd(
         if loss == "kl" and target_probs is None:
             with torch.no_grad():
                 target_probs = F.softmax(model(x).float(), dim=1)
-        x_adv = random_start(x, eps, norm, start, init_std, generator)
+        x_adv = random_start(x, eps, norm, start, init_std, generator, rows)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             objective = attack_loss(model(x_adv), y, loss, target_probs, kappa)

@@ -108,6 +108,16 @@ def find_idx_files(folder: str | os.PathLike) -> dict[tuple[str, str], Path] | N
     return found
 
 
+def missing_idx_files(folder: str | os.PathLike) -> list[str]:
+    """Standard file names missing from ``folder`` when it holds some but not all four; else []."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    missing = [base + ".gz" for base in _STANDARD.values()
+               if not any((folder / name).is_file() for name in _candidates(base))]
+    return missing if len(missing) < len(_STANDARD) else []
+
+
 def load_idx_folder(
     folder: str | os.PathLike, num_classes: int = 10
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[tuple[str, str], Path]]:

@@ -170,36 +170,54 @@ class DeviceLoader:
             x.masked_fill_(~inside, 0)  # the zero padding
         return x
 
-    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` for ``epoch``: x float32 in [0, 1] (N x C x H x W), y int64.
 
-        The same ``epoch`` always yields the same batches.
+        The same ``epoch`` always yields the same batches; ``start`` skips the first batches
+        (resuming in the middle of an epoch).
         """
+        for x, y, _ in self.shard_batches(epoch, 0, 1, start):
+            yield x, y
+
+    def shard_batches(
+        self, epoch: int, rank: int, world: int, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]]:
+        """Data-parallel view: rank ``rank`` of ``world`` gets its contiguous share of every global batch.
+
+        Yields ``(x, y, (lo, hi, total))``: rows ``lo:hi`` of the global batch of ``total``
+        examples (shares differ by at most one example, like ``torch.tensor_split``).
+        """
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
         p = self.plan(epoch)
         n, bs = self.num_examples, self.batch_size
         stop = (n // bs) * bs if self.drop_last else n
         augment = p.offsets is not None or p.flips is not None
-        for start in range(0, stop, bs):
-            end = min(start + bs, n)
+        for first in range(start * bs, stop, bs):
+            total = min(first + bs, n) - first
+            lo = first + (total // world) * rank + min(rank, total % world)
+            end = lo + total // world + (1 if rank < total % world else 0)
+            rows = (lo - first, end - first, total)
+            start_ = lo
             if self.shuffle:
-                idx = p.order[start:end]
+                idx = p.order[start_:end]
                 y = self.labels[idx]
             else:
                 idx = None
-                y = self.labels[start:end]
+                y = self.labels[start_:end]
             if augment:
                 if idx is None:
-                    idx = p.order[start:end]
+                    idx = p.order[start_:end]
                 x = self._augment(
                     idx,
-                    None if p.offsets is None else p.offsets[start:end],
-                    None if p.flips is None else p.flips[start:end],
+                    None if p.offsets is None else p.offsets[start_:end],
+                    None if p.flips is None else p.flips[start_:end],
                 )
             elif idx is not None:
                 x = self.images[idx]
             else:
-                x = self.images[start:end]
-            yield to_float(x, self.memory_format), y
+                x = self.images[start_:end]
+            yield to_float(x, self.memory_format), y, rows
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that plain iteration (``for x, y in loader``) serves."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .dataset import Dataset, DatasetNotFoundError
-from .idx import find_idx_files, load_idx_folder
+from .idx import find_idx_files, load_idx_folder, missing_idx_files
 
 __all__ = ["load", "available", "DEBIAN_FASHION_MNIST_DIR"]
 
@@ -242,6 +242,11 @@ def _load_mnist_like(name: str, data_dir: Path, download: bool, options: dict[st
     # then the system-wide copy of Debian's dataset-fashion-mnist package;
     # only then a download.
     folders = [data_dir, raw]
+    for f in folders:  # a folder with some of the files is a mistake to report, not to work around
+        missing = missing_idx_files(f)
+        if missing:
+            raise DatasetNotFoundError(f"{name} in {getattr(data_dir, 'shown', '') or f} is incomplete: "
+                                       f"{', '.join(missing)} missing; put all four IDX files there")
     if name == "fashion_mnist":
         folders.append(DEBIAN_FASHION_MNIST_DIR)
     found_in = next((f for f in folders if find_idx_files(f) is not None), None)

@@ -23,6 +23,7 @@ def at_taylor_from_outputs(
     eta: float = 0.2,
     eta2: float | None = None,
     compat: str = "symmetric",
+    stats_reduce=None,
 ) -> LossParts:
     """AT (+ Taylor) loss from precomputed outputs; ``logits_nat`` may be None when ``η = η2 = 0``."""
     eta2 = resolve_eta2(eta, eta2)
@@ -36,7 +37,7 @@ def at_taylor_from_outputs(
     if eta > 0 or eta2 > 0:
         if logits_nat is None or feats_nat is None:
             raise ValueError("the Taylor terms need the clean logits and features")
-        terms = taylor_terms(logits_nat, feats_nat, logits_adv, feats_adv, y, compat=compat, need_second=eta2 > 0)
+        terms = taylor_terms(logits_nat, feats_nat, logits_adv, feats_adv, y, compat=compat, need_second=eta2 > 0, stats_reduce=stats_reduce)
         first, second = terms.first, terms.second
         loss = loss + eta * first + eta2 * second
     return LossParts(loss=loss, ce=ce.detach(), kl=zero, first=first.detach(), second=second.detach(),

@@ -45,8 +45,12 @@ class AWP:
         """The reference applies AWP from epoch ``warmup`` on (1-based epochs)."""
         return self.gamma > 0 and epoch >= self.warmup
 
-    def perturbation(self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``v`` for the current batch: ``loss_fn(proxy)`` is the base loss on the proxy (train mode)."""
+    def perturbation(self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor],
+                     grad_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``v`` for the current batch: ``loss_fn(proxy)`` is the base loss on the proxy (train mode).
+
+        ``grad_reduce`` averages the proxy gradient over data-parallel ranks (global batch).
+        """
         proxy = self.proxy
         proxy.load_state_dict(model.state_dict())
         proxy.train()
@@ -57,6 +61,7 @@ class AWP:
         out = {}
         with torch.no_grad():
             for name, g in zip(self.names, grads):
+                g = grad_reduce(g) if grad_reduce is not None else g
                 w = own[name]
                 out[name] = g * (self.gamma * w.norm() / (g.norm() + EPS))
         return out

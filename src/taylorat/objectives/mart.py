@@ -40,6 +40,7 @@ def mart_taylor_from_outputs(
     eta: float = 0.2,
     eta2: float | None = None,
     compat: str = "symmetric",
+    stats_reduce=None,
 ) -> LossParts:
     """MART (+ Taylor) loss from precomputed outputs."""
     eta2 = resolve_eta2(eta, eta2)
@@ -51,7 +52,7 @@ def mart_taylor_from_outputs(
     zero = torch.zeros((), dtype=dtype, device=z.device)
     first = second = zero
     if eta > 0 or eta2 > 0:
-        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0)
+        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0, stats_reduce=stats_reduce)
         first, second = terms.first, terms.second
         loss = loss + eta * first + eta2 * second
     return LossParts(loss=loss, ce=bce.detach(), kl=kl.detach(), first=first.detach(), second=second.detach(),

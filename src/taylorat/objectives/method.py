@@ -79,35 +79,61 @@ class Method:
         return self.eta > 0 or resolve_eta2(self.eta, self.eta2) > 0
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, rows: tuple[int, int, int] | None = None) -> torch.Tensor:
         """The adversarial batch, found on randomized weights in eval mode (model mode restored).
 
-        ``y`` is needed by the cross-entropy attacks (at, mart), not by TRADES' KL attack.
+        ``y`` is needed by the cross-entropy attacks (at, mart), not by TRADES' KL attack;
+        ``rows`` places a data-parallel shard in its global batch (see ``attacks.random_start``).
         """
         t = self.threat
+        kw = dict(eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, init_std=0.001, generator=generator, rows=rows)
         with eval_mode(model), randomized_weights(model, self.noise_std, self.noise_scope, generator):
             if self.base in ("trades", "awp-trades"):
                 with torch.no_grad():
                     p_nat = F.softmax(model(x).float(), dim=1)
-                return pgd(model, x, eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, loss="kl",
-                           start="normal", init_std=0.001, target_probs=p_nat, generator=generator)
-            start = "uniform" if self.base == "at" else "normal"
-            return pgd(model, x, y, eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, loss="ce", start=start,
-                       init_std=0.001, generator=generator)
+                return pgd(model, x, loss="kl", start="normal", target_probs=p_nat, **kw)
+            return pgd(model, x, y, loss="ce", start="uniform" if self.base == "at" else "normal", **kw)
+
+    def needs_clean_pass(self, taylor: bool = True) -> bool:
+        """Every base but plain AT (Madry et al. train on the adversarial batch alone)."""
+        return self.base != "at" or (taylor and self.taylor)
+
+    def loss_from_outputs(self, outputs: tuple, y: torch.Tensor, taylor: bool = True,
+                          stats_reduce=None) -> LossParts:
+        """The base loss (+ Taylor terms unless ``taylor=False``) from ``(z, h, z', h')``."""
+        z, h, za, ha = outputs
+        eta, eta2 = (self.eta, self.eta2) if taylor else (0.0, 0.0)
+        kw = dict(eta=eta, eta2=eta2, compat=self.compat, stats_reduce=stats_reduce)
+        if self.base == "at":
+            if not self.needs_clean_pass(taylor):
+                return at_taylor_from_outputs(None, None, za, ha, y, eta=0.0, eta2=0.0, compat=self.compat)
+            return at_taylor_from_outputs(z, h, za, ha, y, **kw)
+        if self.base == "mart":
+            return mart_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, **kw)
+        return trades_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, **kw)
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
              taylor: bool = True) -> LossParts:
         """The base loss (+ Taylor terms unless ``taylor=False``) from one forward pass per input."""
-        eta, eta2 = (self.eta, self.eta2) if taylor else (0.0, 0.0)
-        ha = model.forward_features(x_adv)
-        za = model.head(ha)
-        if self.base == "at":
-            if not (taylor and self.taylor):  # plain AT: the adversarial pass alone, as Madry et al.
-                return at_taylor_from_outputs(None, None, za, ha, y, eta=0.0, eta2=0.0, compat=self.compat)
-            h = model.forward_features(x)
-            return at_taylor_from_outputs(model.head(h), h, za, ha, y, eta=eta, eta2=eta2, compat=self.compat)
-        h = model.forward_features(x)
-        z = model.head(h)
-        if self.base == "mart":
-            return mart_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, eta=eta, eta2=eta2, compat=self.compat)
-        return trades_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, eta=eta, eta2=eta2, compat=self.compat)
+        return self.loss_from_outputs(PairForward(model, self.needs_clean_pass(taylor))(x, x_adv), y, taylor)
+
+
+class PairForward(nn.Module):
+    """``(x, x') -> (z, h, z', h')``: one train-mode pass for each input, clean first as TRADES.
+
+    One module call per step, so that DistributedDataParallel sees the step as one forward.
+    ``clean=False`` skips the clean pass (plain AT) and returns ``None`` for ``z, h``.
+    """
+
+    def __init__(self, model: nn.Module, clean: bool = True):
+        super().__init__()
+        self.model = model
+        self.clean = clean
+
+    def forward(self, x: torch.Tensor, x_adv: torch.Tensor):
+        z = h = None
+        if self.clean:
+            h = self.model.forward_features(x)
+            z = self.model.head(h)
+        ha = self.model.forward_features(x_adv)
+        return z, h, self.model.head(ha), ha

@@ -21,6 +21,7 @@ Targets are constants: gradients flow only through ``log p`` and ``log p'``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +82,12 @@ def taylor_terms(
     compat: str = "symmetric",
     c: float | None = None,
     need_second: bool = True,
+    stats_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TaylorTerms:
     """First and second Taylor terms from one forward pass per input (DESIGN §1).
+
+    ``stats_reduce`` maps this batch's head statistic ``g`` to the one used (data-parallel
+    training: the batch-size-weighted mean over ranks, i.e. the statistic of the global batch).
 
     Statistics are computed without gradient in at least float32 from the given logits and
     features; the KL terms use ``log_softmax`` of the logits with gradient.
@@ -95,6 +100,8 @@ def taylor_terms(
     with torch.no_grad():
         g = head_grad_rowsums(log_p.exp(), feats_nat.detach().to(dtype), y)
         ga = head_grad_rowsums(log_pa.exp(), feats_adv.detach().to(dtype), y)
+        if stats_reduce is not None:
+            g, ga = stats_reduce(g), stats_reduce(ga)
         t1, t1a = g.abs(), ga.abs()
         y1 = soft_targets(t1 - t1a, c)[y]
         y2 = soft_targets(t1a - t1, c)[y]

@@ -59,6 +59,7 @@ def trades_taylor_from_outputs(
     eta: float = 0.2,
     eta2: float | None = None,
     compat: str = "symmetric",
+    stats_reduce=None,
 ) -> LossParts:
     """The loss from precomputed outputs (``logits = head(features)`` for clean and adversarial)."""
     eta2 = resolve_eta2(eta, eta2)
@@ -72,7 +73,7 @@ def trades_taylor_from_outputs(
     zero = torch.zeros((), dtype=dtype, device=z.device)
     first = second = zero
     if eta > 0 or eta2 > 0:
-        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0)
+        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0, stats_reduce=stats_reduce)
         first, second = terms.first, terms.second
         loss = loss + eta * first + eta2 * second
     return LossParts(loss=loss, ce=ce.detach(), kl=kl.detach(), first=first.detach(), second=second.detach(),

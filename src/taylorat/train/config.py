@@ -101,6 +101,8 @@ class Config:
     precision: str = "fp32"  # fp32 | bf16 (autocast for training; evaluation stays fp32)
     channels_last: bool = False
     compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's features
+    sync_bn: bool = False  # torchrun: SyncBatchNorm (BN statistics over the global batch)
+    taylor_stats: str = "local"  # torchrun: head statistics per rank (local, as the reference) or global
     checkpoints: str = "paper"  # paper | none: extra checkpoints on the paper's App. B.2 schedule
     log_every: int = 20
     progress: bool = True
@@ -287,6 +289,7 @@ def validate(cfg: Config) -> None:
     _choice(cfg.precision, ("fp32", "bf16"), "precision")
     _choice(cfg.checkpoints, ("paper", "none"), "checkpoints")
     _choice(cfg.compile, ("none", "default", "reduce-overhead", "max-autotune"), "compile")
+    _choice(cfg.taylor_stats, ("local", "global"), "taylor_stats")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     d = cfg.data

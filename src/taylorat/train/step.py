@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..objectives import AWP, LossParts, Method
+from ..objectives import AWP, LossParts, Method, PairForward
+from .distributed import Dist, weighted_mean
 
 
 def autocast_for(device: torch.device, precision: str) -> torch.autocast:
@@ -31,17 +32,32 @@ def train_step(
     precision: str = "fp32",
     awp: AWP | None = None,
     average=None,
+    pair: nn.Module | None = None,
+    rows: tuple[int, int, int] | None = None,
+    dist: Dist = Dist(),
+    global_stats: bool = False,
 ) -> LossParts:
-    """One step of adversarial training on the batch ``(x, y)``; returns the loss and its parts."""
+    """One step of adversarial training on the batch ``(x, y)``; returns the loss and its parts.
+
+    Data-parallel (``dist.enabled``): ``(x, y)`` are rows ``rows = (lo, hi, B)`` of the global
+    batch, ``pair`` is the DDP-wrapped :class:`PairForward`; the loss is scaled by
+    ``world · b / B`` so that DDP's gradient average is the global-batch mean; AWP's proxy
+    gradient and (``global_stats``) the Taylor head statistics are averaged the same way.
+    """
     autocast = autocast_for(x.device, precision)
+    weight = (rows[1] - rows[0]) / rows[2] if rows is not None else 1.0  # b / B
+    reduce = (lambda g: weighted_mean(g, weight, dist)) if dist.enabled else None
     with autocast:
-        x_adv = method.perturb(model, x, y, generator=generator)
-        v = awp.perturbation(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss) if awp else None
+        x_adv = method.perturb(model, x, y, generator=generator, rows=rows)
+        v = (awp.perturbation(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss, reduce)
+             if awp else None)
     with AWP.applied(model, v):  # the loss on w + v, its gradient applied to w
         with autocast:
-            parts = method.loss(model, x, x_adv, y)
+            forward = pair if pair is not None else PairForward(model, method.needs_clean_pass())
+            parts = method.loss_from_outputs(forward(x, x_adv), y,
+                                             stats_reduce=reduce if global_stats else None)
         opt.zero_grad(set_to_none=True)
-        parts.loss.backward()
+        (parts.loss * (dist.world * weight) if dist.enabled else parts.loss).backward()
     opt.step()
     if average is not None:
         average.after_step(model)

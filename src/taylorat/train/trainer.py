@@ -1,11 +1,13 @@
-"""The training loop: randomized-weight attack, TRADES+Taylor loss, per-epoch check, checkpoints.
+"""The training loop: randomized-weight attack, base + Taylor loss, per-epoch check, checkpoints.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
 epoch), ``last.safetensors`` (weights, optimizer state and history: what ``resume`` reads),
 ``best.safetensors`` (best PGD-20 accuracy on the selection split), ``epoch_XXXX.safetensors`` on
 the paper's checkpoint schedule, and ``summary.json`` when finished. Every file is written
 atomically. All randomness of epoch ``e`` (data order, augmentation, weight noise, attack start)
-comes from generators seeded by (seed, e), so a resumed run retraces the uninterrupted one.
+comes from generators seeded by (seed, e), so a resumed run retraces the uninterrupted one; a
+SIGTERM/SIGINT saves the position inside the epoch and the generator state as well. Under
+``torchrun`` every rank trains on its share of each global batch; only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
-from ..objectives import AWP, Method, Threat
+from ..objectives import AWP, Method, PairForward, Threat
+from . import distributed, sync_bn
+from .signals import Stopped, StopOnSignal
 from .averaging import WeightAverage
 from .config import Config
 from .schedule import lr_at, paper_checkpoint_epochs
@@ -34,6 +38,7 @@ from .step import train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name"}
+METRICS = ("loss", "ce", "kl", "first", "second")
 
 
 class RunDirError(RuntimeError):
@@ -113,17 +118,21 @@ class Trainer:
 
     def __init__(self, cfg: Config, log: Callable[[str], None] | None = None):
         self.cfg = cfg
-        self.log = log or (lambda s: tqdm.write(s))
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.from_env()
+        self.device = distributed.setup(self.dist, resolve_device(cfg.device))
+        main = self.dist.main
+        self.log = (log or (lambda s: tqdm.write(s))) if main else (lambda s: None)
         self.out = Path(cfg.out_dir)
         ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
         self.dataset = ds
         self.prep = datasets.prepare(ds, cfg.data.train_subset, cfg.data.holdout, cfg.seed)
-        if ds.num_classes < 3 and cfg.method.name != "trades":
+        if ds.num_classes < 3 and cfg.resolved_method()["eta"] + cfg.resolved_method()["eta2"] > 0:
             raise ValueError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
         torch.manual_seed(cfg.seed)
         self.model = models.create(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
                                    image_size=ds.image_size).to(self.device)
+        if cfg.sync_bn and self.dist.enabled:
+            self.model = sync_bn.convert(self.model, self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         o = cfg.optim
@@ -140,18 +149,28 @@ class Trainer:
         e = cfg.eval
         sx, sy = ((self.prep.holdout_x, self.prep.holdout_y) if e.select_on == "holdout"
                   else (self.prep.test_x, self.prep.test_y))
-        self.select_x, self.select_y = sx[: e.n].to(self.device), sy[: e.n].to(self.device)
+        self.n_select = int(len(sy[: e.n]))
+        lo, hi = _share(self.n_select, self.dist)  # each rank checks its share of the selection split
+        self.select_x, self.select_y = sx[lo:hi].to(self.device), sy[lo:hi].to(self.device)
         self.avg = (WeightAverage(self.model, o.average, o.epochs, o.ema_decay, o.swa_start)
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
                                                shuffle=False, memory_format=self.memory_format) if self.avg else None
         if cfg.compile != "none":  # after the copies above (AWP proxy, average), which stay eager
             self.model.forward_features = torch.compile(self.model.forward_features, mode=cfg.compile)
+        self.pair = None
+        if self.dist.enabled:  # one DDP forward per step: the clean and the adversarial pass together
+            from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.pair = DDP(PairForward(self.model, self.method.needs_clean_pass()), device_ids=ids)
         self.schedule = set(paper_checkpoint_epochs(o.epochs)) if cfg.checkpoints == "paper" else set()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
         self.best_epoch: int | None = None
         self.start_epoch = 1
+        self.partial: dict[str, Any] | None = None  # position inside an epoch stopped by a signal
+        self.partial_rng: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- run directory
     def _meta(self, epoch: int) -> dict[str, Any]:
@@ -159,22 +178,37 @@ class Trainer:
                 "method": {"name": self.cfg.method.name, **self.cfg.resolved_method()},
                 "data": {"dataset": self.dataset.name, **self.prep.info},
                 "select_on": self.cfg.eval.select_on, "best": self.best, "best_epoch": self.best_epoch,
-                "torch": torch.__version__}
+                "world_size": self.dist.world, "torch": torch.__version__}
 
-    def prepare_run_dir(self, resume: bool) -> None:
+    def _check_run_dir(self, resume: bool) -> str | None:
+        """The reason this run may not use its out_dir, or None (run on rank 0)."""
         last = self.out / "last.safetensors"
         has_run = (self.out / "config.yaml").exists() or last.exists()
         if has_run and not resume:
-            raise RunDirError(f"{self.out} already holds a run; pass --resume to continue it or choose another "
-                              "out_dir")
+            return f"{self.out} already holds a run; pass --resume to continue it or choose another out_dir"
+        if self.out.exists() and not self.out.is_dir():
+            return f"{self.out} is a file, not a directory; choose another out_dir"
         if self.out.exists() and not has_run and any(self.out.iterdir()):
-            raise RunDirError(f"{self.out} is not empty and holds no taylorat run; choose another out_dir")
-        if has_run and last.exists():
-            tensors, meta = ckpt.load(last, self.device)
-            diff = config_diff(meta["config"], self.cfg.to_dict())
+            return f"{self.out} is not empty and holds no taylorat run; choose another out_dir"
+        if has_run:
+            try:
+                stored = (ckpt.read_meta(last)["config"] if last.exists()
+                          else yaml.safe_load((self.out / "config.yaml").read_text()) or {})
+            except (ckpt.CheckpointError, yaml.YAMLError, KeyError) as e:
+                return f"{self.out} holds a damaged run ({str(e).splitlines()[0]}); choose another out_dir"
+            diff = config_diff(stored, self.cfg.to_dict())
             if diff:
-                raise RunDirError(f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); "
-                                  "choose another out_dir or resume with the same config")
+                return (f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); choose "
+                        "another out_dir or resume with the same config")
+        return None
+
+    def prepare_run_dir(self, resume: bool) -> None:
+        problem = distributed.broadcast_object(self._check_run_dir(resume) if self.dist.main else None, self.dist)
+        if problem:
+            raise RunDirError(problem)
+        last = self.out / "last.safetensors"
+        if last.exists():
+            tensors, meta = ckpt.load(last, self.device)
             ckpt.load_state_strict(self.model, tensors, str(last))
             _load_optimizer(self.model, self.opt, tensors)
             if self.avg is not None:
@@ -182,136 +216,192 @@ class Trainer:
             self.history = meta.get("history", [])
             self.best, self.best_epoch = meta.get("best") or {}, meta.get("best_epoch")
             self.start_epoch = meta["epoch"] + 1
-            self.log(f"resuming {self.out} after epoch {meta['epoch']}")
-        elif has_run:
-            stored = yaml.safe_load((self.out / "config.yaml").read_text()) or {}
-            diff = config_diff(stored, self.cfg.to_dict())
-            if diff:
-                raise RunDirError(f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); "
-                                  "choose another out_dir")
-        self.out.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+            self.partial = meta.get("partial")
+            self.partial_rng = tensors.get("rng.attack")
+            where = (f"in epoch {self.partial['epoch']} after step {self.partial['step']}" if self.partial
+                     else f"after epoch {meta['epoch']}")
+            self.log(f"resuming {self.out} {where}")
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
 
     # ---------------------------------------------------------------- epochs
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, model, opt = self.cfg, self.model, self.opt
+    def train_epoch(self, epoch: int, stop: StopOnSignal | None = None) -> dict[str, float]:
+        cfg, model, opt, d = self.cfg, self.model, self.opt, self.dist
         lr = lr_at(epoch, cfg.optim.lr, cfg.optim.epochs, cfg.optim.milestones, cfg.optim.gamma)
         for group in opt.param_groups:
             group["lr"] = lr
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seed, epoch, "attack"))
-        names = ("loss", "ce", "kl", "first", "second")
-        sums = torch.zeros(len(names) + 2, device=self.device)
-        seen = 0
-        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False,
-                   disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+        sums = torch.zeros(len(METRICS) + 2, device=self.device)
+        seen, first_step, seconds = 0, 0, 0.0
+        if self.partial is not None and self.partial["epoch"] == epoch:  # continue a stopped epoch
+            gen.set_state(self.partial_rng.cpu())
+            first_step, seconds = self.partial["step"], self.partial["seconds"]
+            if d.main:  # the saved sums are over all ranks: rank 0 carries them, the others start at 0
+                sums = torch.tensor(self.partial["sums"], device=self.device)
+                seen = self.partial["seen"]
+        self.partial = None
+        t0 = time.time()
+        bar = tqdm(total=len(self.loader), initial=first_step, desc=f"epoch {epoch}/{cfg.optim.epochs}",
+                   leave=False, disable=not (cfg.progress and d.main), mininterval=1.0, dynamic_ncols=True)
         method, awp = self.method, self.awp if self.awp is not None and self.awp.active(epoch) else None
         model.train()
-        for i, (x, y) in enumerate(self.loader.batches(epoch)):
-            if i == 0 and epoch == self.start_epoch:
+        batches = self.loader.shard_batches(epoch, d.rank, d.world, first_step)
+        for i, (x, y, rows) in enumerate(batches, start=first_step):
+            if i == first_step:
                 model.check_input(x)
             parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, awp=awp,
-                               average=self.avg)
+                               average=self.avg, pair=self.pair, rows=rows if d.enabled else None, dist=d,
+                               global_stats=cfg.taylor_stats == "global")
             with torch.no_grad():
                 b = y.shape[0]
                 s = parts.scalars()
                 nat = parts.logits_nat  # None for plain AT, which has no clean pass
-                sums += torch.stack([s[k].float() * b for k in names]
+                sums += torch.stack([s[k].float() * b for k in METRICS]
                                     + [(nat.argmax(1) == y).sum().float() if nat is not None else sums[-2] * 0,
                                        (parts.logits_adv.argmax(1) == y).sum().float()])
-            seen += y.shape[0]
+            seen += b
             bar.update(1)
-            if (i + 1) % cfg.log_every == 0:
-                mean_loss = sums[0].item() / seen  # one host sync every log_every steps
-                if not math.isfinite(mean_loss):
+            at_log = (i + 1) % cfg.log_every == 0
+            if at_log:  # one host sync (and one all-reduce) every log_every steps
+                n_seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
+                total = distributed.all_sum(sums[:1].clone(), d).item() / n_seen
+                if not math.isfinite(total):
                     self._diverged(epoch, i + 1)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.4g}")
+                bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}")
+            stop_now = stop is not None and (stop.requested if not d.enabled
+                                              else at_log and distributed.any_rank(stop.requested, d, self.device))
+            if stop_now and i + 1 < len(self.loader):
+                self._save_partial(epoch, i + 1, gen, sums, seen, seconds + time.time() - t0)
+                bar.close()
+                raise Stopped(stop.signum or 15, epoch, i + 1, str(self.out / "last.safetensors"))
         bar.close()
+        sums = distributed.all_sum(sums, d)
+        seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
         vals = (sums / max(seen, 1)).tolist()
         if not all(math.isfinite(v) for v in vals):
             self._diverged(epoch, len(self.loader))
-        out = {"lr": lr, **{f"train_{k}": v for k, v in zip(names, vals)}}
-        out["train_acc_clean"] = 100 * vals[len(names)] if self.method.base != "at" or self.method.taylor else None
-        out["train_acc_adv"] = 100 * vals[len(names) + 1]
+        out = {"lr": lr, **{f"train_{k}": v for k, v in zip(METRICS, vals)}}
+        out["train_acc_clean"] = 100 * vals[len(METRICS)] if self.method.needs_clean_pass() else None
+        out["train_acc_adv"] = 100 * vals[len(METRICS) + 1]
+        out["train_seconds"] = seconds + time.time() - t0
         return out
 
     def _diverged(self, epoch: int, step: int) -> None:
         raise TrainingDiverged(f"loss is not finite at epoch {epoch}, step {step}; lower optim.lr (the last good "
                                f"checkpoint is kept in {self.out})")
 
+    def _save_partial(self, epoch: int, step: int, gen: torch.Generator, sums: torch.Tensor, seen: float,
+                      seconds: float) -> None:
+        """Checkpoint in the middle of ``epoch`` after ``step`` steps (signal): exact resume."""
+        sums = distributed.all_sum(sums.clone(), self.dist)
+        seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), self.dist).item()
+        if not self.dist.main:
+            return
+        meta = {**self._meta(epoch - 1), "kind": "train_state", "history": self.history,
+                "partial": {"epoch": epoch, "step": step, "sums": sums.tolist(), "seen": seen, "seconds": seconds}}
+        tensors = {**self._state_tensors(), "rng.attack": gen.get_state()}
+        ckpt.save(self.out / "last.safetensors", tensors, meta)
+
     def eval_model(self) -> torch.nn.Module:
         """The model the per-epoch check and the saved checkpoints use: the average once it exists."""
         return self.avg.module if self.avg is not None and self.avg.ready else self.model
 
     def evaluate(self) -> dict[str, float]:
+        """Clean and PGD accuracy (%) on the selection split, each rank on its share."""
         e = self.cfg.eval
         model = self.eval_model()
         attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
-                     seed=derive_seed(self.cfg.seed, "eval"))
-        clean = correct_mask(model, self.select_x, self.select_y, None, e.batch_size).float().mean().item()
-        adv = correct_mask(model, self.select_x, self.select_y, attack, e.batch_size).float().mean().item()
-        return {"clean": 100 * clean, "pgd": 100 * adv}
+                     seed=derive_seed(self.cfg.seed, "eval", *([self.dist.rank] if self.dist.enabled else [])))
+        clean = correct_mask(model, self.select_x, self.select_y, None, e.batch_size).sum()
+        adv = correct_mask(model, self.select_x, self.select_y, attack, e.batch_size).sum()
+        counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
+        return {"clean": 100 * counts[0].item() / self.n_select, "pgd": 100 * counts[1].item() / self.n_select}
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        return {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt),
+                **(self.avg.state_tensors() if self.avg is not None else {})}
 
     def save(self, epoch: int, record: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
         meta = self._meta(epoch)
         weights = ckpt.model_tensors(self.eval_model())
-        tensors = {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt),
-                   **(self.avg.state_tensors() if self.avg is not None else {})}
         if record.get("is_best"):
             ckpt.save(self.out / "best.safetensors", weights, {**meta, "kind": "model", "metrics": record})
         if epoch in self.schedule:
             ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", weights, {**meta, "kind": "model", "metrics": record})
-        ckpt.save(self.out / "last.safetensors", tensors, {**meta, "kind": "train_state", "history": self.history})
+        ckpt.save(self.out / "last.safetensors", self._state_tensors(),
+                  {**meta, "kind": "train_state", "history": self.history})
         lines = "".join(json.dumps(h) + "\n" for h in self.history)
         ckpt.atomic_write_text(self.out / "metrics.jsonl", lines)
 
     def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-        """Train to the configured number of epochs (or ``stop_after`` epochs in this call)."""
+        """Train to the configured number of epochs (or ``stop_after`` epochs in this call).
+
+        A SIGTERM or SIGINT finishes the current step, writes ``last.safetensors`` with the
+        position in the epoch and raises :class:`~taylorat.train.signals.Stopped`.
+        """
         cfg = self.cfg
         self.prepare_run_dir(resume)
         t0 = time.time()
         done = 0
-        for epoch in range(self.start_epoch, cfg.optim.epochs + 1):
-            if stop_after is not None and done >= stop_after:
-                break
-            te = time.time()
-            record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
-            if self.avg is not None:
-                self.avg.after_epoch(self.model, epoch)
-                if self.avg.ready:
-                    self.avg.recompute_bn(self.bn_loader.batches(0))
-                record["averaged"] = self.avg.ready
-            record["train_seconds"] = time.time() - te
-            if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
-                tv = time.time()
-                ev = self.evaluate()
-                record.update({f"{cfg.eval.select_on}_clean": ev["clean"], f"{cfg.eval.select_on}_pgd": ev["pgd"],
-                               "eval_seconds": time.time() - tv})
-                if not self.best or ev["pgd"] >= self.best["pgd"]:
-                    self.best, self.best_epoch = ev, epoch
-                    record["is_best"] = True
-            self.history.append(record)
-            self.save(epoch, record)
-            done += 1
-            left = cfg.optim.epochs - epoch
-            per_epoch = (time.time() - t0) / done
-            sel = cfg.eval.select_on
-            acc = (f"{sel} clean {record[sel + '_clean']:.2f} pgd{cfg.eval.steps} {record[sel + '_pgd']:.2f}"
-                   if f"{sel}_pgd" in record else "")
-            self.log(f"epoch {epoch}/{cfg.optim.epochs} loss {record['train_loss']:.4f} lr {record['lr']:.4g} {acc}"
-                     f" ({record['train_seconds']:.1f}s, eta {left * per_epoch / 60:.1f} min)")
+        with StopOnSignal() as stop:
+            for epoch in range(self.start_epoch, cfg.optim.epochs + 1):
+                if stop_after is not None and done >= stop_after:
+                    break
+                record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch, stop)}
+                if self.avg is not None:
+                    self.avg.after_epoch(self.model, epoch)
+                    if self.avg.ready:
+                        self.avg.recompute_bn(self.bn_loader.batches(0))
+                    record["averaged"] = self.avg.ready
+                if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
+                    tv = time.time()
+                    ev = self.evaluate()
+                    record.update({f"{cfg.eval.select_on}_clean": ev["clean"],
+                                   f"{cfg.eval.select_on}_pgd": ev["pgd"], "eval_seconds": time.time() - tv})
+                    if not self.best or ev["pgd"] >= self.best["pgd"]:
+                        self.best, self.best_epoch = ev, epoch
+                        record["is_best"] = True
+                self.history.append(record)
+                self.save(epoch, record)
+                done += 1
+                left = cfg.optim.epochs - epoch
+                per_epoch = (time.time() - t0) / done
+                sel = cfg.eval.select_on
+                acc = (f"{sel} clean {record[sel + '_clean']:.2f} pgd{cfg.eval.steps} {record[sel + '_pgd']:.2f}"
+                       if f"{sel}_pgd" in record else "")
+                self.log(f"epoch {epoch}/{cfg.optim.epochs} loss {record['train_loss']:.4f} lr {record['lr']:.4g} "
+                         f"{acc} ({record['train_seconds']:.1f}s, eta {left * per_epoch / 60:.1f} min)")
+                if stop.requested:  # the signal came during the epoch's last step or its evaluation
+                    raise Stopped(stop.signum, epoch, 0, str(self.out / "last.safetensors"))
         finished = bool(self.history) and self.history[-1]["epoch"] == cfg.optim.epochs
-        if finished:
+        if finished and self.dist.main:
             summary = {"name": cfg.name, "epochs": cfg.optim.epochs, "best_epoch": self.best_epoch,
-                       "best": self.best, "select_on": cfg.eval.select_on, "n_select": int(len(self.select_y)),
+                       "best": self.best, "select_on": cfg.eval.select_on, "n_select": self.n_select,
                        "method": {"name": cfg.method.name, **cfg.resolved_method()},
-                       "data": {"dataset": self.dataset.name, **self.prep.info},
+                       "data": {"dataset": self.dataset.name, **self.prep.info}, "world_size": self.dist.world,
                        "train_seconds": sum(h["train_seconds"] for h in self.history)}
             ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return TrainResult(self.out, self.history[-1]["epoch"] if self.history else 0, self.best_epoch, self.best,
                            self.history, time.time() - t0)
 
 
+def _share(n: int, d: distributed.Dist) -> tuple[int, int]:
+    """Rows of ``n`` that rank ``d.rank`` takes (contiguous, sizes differ by at most one)."""
+    lo = (n // d.world) * d.rank + min(d.rank, n % d.world)
+    return lo, lo + n // d.world + (1 if d.rank < n % d.world else 0)
+
+
 def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
           log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train the run described by ``cfg``; ``resume=True`` continues the run in ``cfg.out_dir``."""
-    return Trainer(cfg, log).run(resume=resume, stop_after=stop_after)
+    """Train the run described by ``cfg``; ``resume=True`` continues the run in ``cfg.out_dir``.
+
+    Under ``torchrun`` each rank calls this; the process group is closed when it returns.
+    """
+    trainer = Trainer(cfg, log)
+    try:
+        return trainer.run(resume=resume, stop_after=stop_after)
+    finally:
+        distributed.shutdown(trainer.dist)

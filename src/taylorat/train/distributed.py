@@ -1,0 +1,92 @@
+"""Data-parallel training with ``torchrun``: process group, ranks and the few collectives we use.
+
+``torchrun --nproc_per_node N -m taylorat train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; each rank then trains on its contiguous share of every global batch (the
+batch size in the config is the global batch). Gradients are averaged by
+DistributedDataParallel; each rank's loss is scaled by ``world · b_rank / B`` so that the average
+is the mean over the global batch even when the last batch does not divide evenly. NCCL on GPUs,
+gloo on CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Dist:
+    """The rank layout torchrun exported (a single process when absent)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    return Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(d: Dist, device: torch.device) -> torch.device:
+    """Join the process group (once) and return this rank's device."""
+    if not d.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Sum over ranks (in place; returns ``t``)."""
+    if d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def weighted_mean(t: torch.Tensor, weight: float, d: Dist) -> torch.Tensor:
+    """``Σ_r weight_r · t_r`` over ranks, with ``weight_r = b_r / B`` (a global-batch mean)."""
+    if not d.enabled:
+        return t
+    out = t * weight
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def broadcast_object(obj: Any, d: Dist) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
+    """True on every rank if it is True on any rank (used to agree on stopping)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

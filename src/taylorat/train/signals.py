@@ -1,0 +1,48 @@
+"""SIGTERM / SIGINT: finish the current step, write a checkpoint, exit cleanly.
+
+Inside ``StopOnSignal()`` a signal only sets ``.signum``; the trainer checks it between steps,
+saves a mid-epoch checkpoint (weights, optimizer, RNG state, position in the epoch) and stops,
+so ``--resume`` continues exactly where it stopped. The previous handlers come back on exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class StopOnSignal:
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Stopped(Exception):
+    """Training stopped on a signal after writing a checkpoint (``step`` 0: at the end of ``epoch``)."""
+
+    def __init__(self, signum: int, epoch: int, step: int, path: str):
+        self.signum, self.epoch, self.step, self.path = signum, epoch, step, path
+        name = signal.Signals(signum).name
+        where = f"in epoch {epoch} after step {step}" if step else f"after epoch {epoch}"
+        super().__init__(f"stopped by {name} {where}; checkpoint {path}; continue with --resume")
