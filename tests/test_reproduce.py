@@ -84,3 +84,23 @@ def test_bad_study_files(over, match):
 def test_unknown_only_label(capsys):
     assert main(["reproduce", str(STUDY), "--only", "mart", "--dry-run"]) == 2
     assert "is not a run of fashion_mnist_cpu" in capsys.readouterr().err
+
+
+def test_paper_table_end_to_end_on_synthetic_data(tmp_path):
+    """Table 7 (TRADES vs TRADES+1st+2nd, RayS), shrunk to synthetic data and one epoch."""
+    tiny = ["device=cpu", "progress=false", "checkpoints=none", "data.dataset=synthetic", "data.holdout=10",
+            "data.options={n_train: 40, n_test: 10}", "optim.epochs=1", "optim.batch_size=10",
+            "attack.steps=1", "eval.n=10", "eval.steps=1"]
+    st = studies.load("table7", ["evaluate.n=6", "evaluate.rays_queries=30"], seeds=1, run_overrides=tiny)
+    from taylorat.reproduce import runner
+
+    res = runner.run_study(st, tmp_path / "runs", tmp_path / "out", log=lambda s: None, command="taylorat ...")
+    assert [r["method"] for r in res["runs"]] == ["TRADES", "TRADES+1st+2nd"]
+    for r in res["runs"]:
+        assert r["n"] == 6 and r["n_rays"] == 6 and 0 <= r["rays"] <= r["clean"] <= 100
+        assert r["adbd"] is None or r["adbd"] >= 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["runs"] == res["runs"] and saved["study"] == "table7"
+    page = (tmp_path / "out" / "README.md").read_text()
+    assert "| TRADES | 1 |" in page and "/ 82.89 (" in page and "0.0412" in page
+    assert "the paper chose on test images" in page

@@ -118,8 +118,19 @@ def _demo(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from .reproduce import runner, study as studies
 
-    st = studies.load(args.study, args.overrides)
-    runs_dir = Path(args.runs_dir or Path("runs") / "studies" / st.name)
+    if args.list:
+        for name, title in studies.list_tables():
+            print(f"{name:8s} {title}")
+        print("\nstudies: configs/studies/*.yaml; Table 6 comes from benchmarks/step_time.py, "
+              "Fig. 2 from taylorat landscape")
+        return 0
+    if not args.study:
+        raise UserError("give a paper table (see --list) or a study YAML file")
+    st = studies.load(args.study, args.overrides, seeds=args.seeds, schedule=args.schedule,
+                      run_overrides=[f"device={args.device}"] if args.device else None)
+    default_dir = Path("runs") / ("paper" if st.is_table else "studies") / st.name
+    runs_dir = Path(args.runs_dir or (default_dir if args.schedule != "short" else default_dir.with_name(
+        st.name + "_short")))
     out = Path(args.out or runs_dir)
     only = [x.strip() for x in args.only.split(",")] if args.only else None
     unknown = [x for x in only or [] if x not in st.labels()]
@@ -129,13 +140,16 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         for r in runs:
             m = r.config.resolved_method()
-            print(f"{r.label:20s} seed {r.seed}  {r.config.method.name} eta={m['eta']} eta2={m['eta2']} "
-                  f"sigma={m['noise_std']}  epochs={r.config.optim.epochs}  -> {r.config.out_dir}")
+            print(f"{r.label:28s} seed {r.seed}  {r.config.model.name} {r.config.data.dataset} "
+                  f"{r.config.attack.norm} {r.config.method.name} eta={m['eta']} eta2={m['eta2']} "
+                  f"sigma={m['noise_std']} epochs={r.config.optim.epochs} -> {r.config.out_dir}")
         print(f"# {len(runs)} runs validated (dry run: nothing trained); results -> {out}")
         return 0
     command = shlex.join(["taylorat", "reproduce", args.study, *args.overrides]
-                       + (["--runs-dir", str(args.runs_dir)] if args.runs_dir else [])
-                       + (["--out", str(args.out)] if args.out else []))
+                         + (["--seeds", str(args.seeds)] if args.seeds else [])
+                         + (["--schedule", args.schedule] if args.schedule else [])
+                         + (["--runs-dir", str(args.runs_dir)] if args.runs_dir else [])
+                         + (["--out", str(args.out)] if args.out else []))
     if args.render_only:
         res = runner.write_results(st, runner.collect(st, runs_dir), out, runs_dir, command)
     else:
@@ -226,12 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="directory for report.json and report.md")
     e.set_defaults(func=_eval)
 
-    r = sub.add_parser("reproduce", help="run a study or table file: train what is missing, evaluate, render")
-    r.add_argument("study", help="study YAML, e.g. configs/studies/fashion_mnist_cpu.yaml")
-    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. base.optim.epochs=1 seeds=[0]")
-    r.add_argument("--runs-dir", help="where the runs live (default runs/studies/NAME)")
+    r = sub.add_parser("reproduce", help="run a paper table or a study file: train what is missing, evaluate, "
+                                         "render beside the paper")
+    r.add_argument("study", nargs="?", help="a paper table (table1 ... table8, see --list) or a study YAML file")
+    r.add_argument("overrides", nargs="*", help="key=value overrides of the study file, e.g. base.optim.epochs=1")
+    r.add_argument("--list", action="store_true", help="list the paper tables")
+    r.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the file's; 3 for studies)")
+    r.add_argument("--schedule", choices=["paper", "short"], help="short: 30 epochs (lr / 10 at 50%% and 75%%)")
+    r.add_argument("--runs-dir", help="where the runs live (default runs/paper/NAME or runs/studies/NAME)")
     r.add_argument("--out", help="where results.json and README.md go (default: the runs dir)")
-    r.add_argument("--only", help="comma-separated run labels to run")
+    r.add_argument("--only", help="comma-separated run labels (their surrogates are run too)")
+    r.add_argument("--device", help="device for every run (default: each config's)")
     r.add_argument("--dry-run", action="store_true", help="validate every run config and list the runs")
     r.add_argument("--render-only", action="store_true", help="re-render results.json/README.md from finished runs")
     r.set_defaults(func=_reproduce)

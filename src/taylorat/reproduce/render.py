@@ -10,7 +10,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-METRICS = (("clean", "clean"), ("pgd20", "PGD-20"), ("cw20", "CW-20"), ("aa", "AutoAttack"))
+METRICS = (("clean", "clean"), ("pgd20", "PGD-20"), ("cw20", "CW-20"), ("aa", "AutoAttack"),
+           ("transfer_pgd20", "black-box PGD-20"), ("transfer_cw20", "black-box CW-20"), ("rays", "RayS"),
+           ("adbd", "ADBD"))
 
 
 def _stats(vals: list[float]) -> tuple[float, float]:
@@ -27,7 +29,7 @@ def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[s
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
         for key, _ in METRICS + (("gap", ""),):
             vals = ([r["pgd20_on_aa_images"] - r["aa"] for r in rs if "aa" in r and "pgd20_on_aa_images" in r]
-                    if key == "gap" else [r[key] for r in rs if key in r])
+                    if key == "gap" else [r[key] for r in rs if isinstance(r.get(key), (int, float))])
             if vals:
                 entry[key] = {"mean": _stats(vals)[0], "std": _stats(vals)[1], "values": vals}
         out[label] = entry
@@ -39,6 +41,8 @@ def _pm(s: dict[str, Any] | None) -> str:
 
 
 def render_readme(results: dict[str, Any], study: Any) -> str:
+    if study.is_table:
+        return render_table(results, study)
     runs, labels = results["runs"], study.labels()
     summary = summarise(runs, labels)
     present = [m for m in METRICS if any(m[0] in s for s in summary.values())]
@@ -142,3 +146,61 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
     flags = sorted({f for r in runs for f in r.get("flags", [])})
     out += [f"- flag: {f}" for f in flags]
     return out
+
+
+def _num(v: float, key: str) -> str:
+    return f"{v:.4f}" if key == "adbd" else f"{v:.2f}"
+
+
+def render_table(results: dict[str, Any], study: Any) -> str:
+    """A paper table: per cell ``ours (mean ± std) / paper (Δ)``, the paper's other rows, the settings."""
+    runs = results["runs"]
+    summary = summarise(runs, study.labels())
+    cols = [c for c in study.columns]
+    names = dict(METRICS)
+    lines = [f"# {results['title']}", ""]
+    if study.description:
+        lines += [f"Paper: {study.description.strip()}", ""]
+    lines += ["Reproduce (trains what is missing, resumes what was interrupted, re-renders this page):", "",
+              "```bash", results.get("command", f"taylorat reproduce {study.name}"), "```", "",
+              "Each cell: **ours** mean ± std over seeds / paper (ours − paper). ≈ marks a difference to the "
+              "row's baseline that lies inside the seed spread (|Δ| ≤ std + std).", "",
+              "| row | seeds | " + " | ".join(names.get(c, c) for c in cols) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    for m in study.methods:
+        label, s = m["label"], summary.get(m["label"], {})
+        paper = m.get("paper") or {}
+        base = summary.get(m.get("baseline", ""), {})
+        cells = []
+        for c in cols:
+            ours, p = s.get(c), paper.get(c)
+            if ours is None:
+                cells.append("– / " + (_num(p, c) if p is not None else "–"))
+                continue
+            cell = f"**{_num(ours['mean'], c)} ± {_num(ours['std'], c)}**"
+            if c in base and abs(ours["mean"] - base[c]["mean"]) <= ours["std"] + base[c]["std"]:
+                cell += " ≈"
+            cell += f" / {_num(p, c)} ({ours['mean'] - p:+.2f})" if p is not None else " / –"
+            cells.append(cell)
+        lines.append(f"| {label} | {len(s.get('seeds', []))} | " + " | ".join(cells) + " |")
+    if study.context:
+        lines += ["", "Other rows of the paper's table (not trained by taylorat):", "",
+                  "| row | " + " | ".join(names.get(c, c) for c in cols) + " | notes |",
+                  "| --- | " + " | ".join("---" for _ in cols) + " | --- |"]
+        for r in study.context:
+            arch = f" ({r['architecture']})" if r.get("architecture") else ""
+            data = f" [{r['dataset']}]" if r.get("dataset") else ""
+            lines.append(f"| {r['label']}{arch}{data} | " + " | ".join(
+                _num(r[c], c) if isinstance(r.get(c), (int, float)) else "–" for c in cols)
+                + f" | {r.get('notes', '')} |")
+    base_cfg = results["config"]["resolved"]
+    e = base_cfg["eval"]
+    lines += ["", "## How these numbers were produced", "",
+              f"- training: {base_cfg['optim']['epochs']} epochs (paper: 200), seeds "
+              f"{', '.join(str(s) for s in study.seeds)}; `best` checkpoint = highest PGD-{e['steps']} accuracy on "
+              f"the {e['select_on']} split ({e['n']} images){' — the paper chose on test images' if e['select_on'] == 'holdout' else ''}",
+              f"- evaluation on the first {study.evaluate.n} test images"
+              + (f" (AutoAttack on the first {study.evaluate.n_aa})" if "aa" in study.evaluate.attacks else "")
+              + f"; attacks: {', '.join(study.evaluate.attacks)}",
+              "- every number above is read from `results.json`, written by the same command", ""]
+    return "\n".join(lines)

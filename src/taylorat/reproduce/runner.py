@@ -21,18 +21,28 @@ from ..evaluate import evaluate
 from ..train import train
 from ..train.trainer import resolve_device
 from .render import render_readme
-from .study import RunSpec, Study
+from .study import METRICS, RunSpec, Study
 
 
 def _eval_settings(study: Study, run: RunSpec) -> dict[str, Any]:
     e = study.evaluate
     cfg = run.config
-    return {"n": e.n, "n_aa": e.n_aa if "aa" in e.attacks else 0, "attacks": e.attacks,
-            "eps": cfg.eval.eps if e.eps is None else e.eps, "step": cfg.eval.step if e.step is None else e.step,
-            "norm": e.norm, "seed": e.seed, "checkpoint": "best"}
+    out = {"n": e.n, "n_aa": e.n_aa if "aa" in e.attacks else 0, "attacks": e.attacks,
+           "eps": cfg.eval.eps if e.eps is None else e.eps, "step": cfg.eval.step if e.step is None else e.step,
+           "norm": e.norm or cfg.attack.norm, "seed": e.seed, "checkpoint": "best"}
+    if "rays" in e.attacks:
+        out.update(rays_queries=e.rays_queries, n_rays=e.n_rays or e.n)
+    if "transfer" in e.attacks and run.surrogate:
+        out["surrogate"] = run.surrogate
+    return out
 
 
-def evaluate_run(study: Study, run: RunSpec, progress: bool = True) -> dict[str, Any]:
+def _best(run: RunSpec, device) -> tuple[Any, dict[str, Any]]:
+    return ckpt.load_model(Path(run.config.out_dir) / "best.safetensors", device)
+
+
+def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
+                 surrogate: RunSpec | None = None) -> dict[str, Any]:
     """Evaluate one finished run's best checkpoint (or reuse its eval.json)."""
     out = Path(run.config.out_dir)
     settings = _eval_settings(study, run)
@@ -42,14 +52,21 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True) -> dict[str,
         if prev.get("settings") == settings:
             return prev
     device = resolve_device(run.config.device)
-    model, meta = ckpt.load_model(out / "best.safetensors", device)
+    model, meta = _best(run, device)
     d = run.config.data
     ds = datasets.load(d.dataset, d.data_dir, download=False, **d.options)
     t = time.time()
-    white = [a for a in settings["attacks"] if a != "aa"]
     kw = dict(eps=settings["eps"], step=settings["step"], norm=settings["norm"], seed=settings["seed"],
               batch_size=study.evaluate.batch_size, progress=progress)
-    res = evaluate(model, ds, white, n=settings["n"], **kw)
+    white = [a for a in settings["attacks"] if a in ("clean", "pgd20", "cw20")]
+    if "transfer" in settings["attacks"] and run.surrogate:
+        white.append("transfer")
+        sur_model, _ = _best(surrogate, device)
+        kw_t = dict(surrogate=sur_model, surrogate_id=f"{surrogate.label}/seed{surrogate.seed}",
+                    cache_dir=Path(surrogate.config.out_dir) / "transfer_cache")
+    else:
+        kw_t = {}
+    res = evaluate(model, ds, white, n=settings["n"], **kw, **kw_t)
     row: dict[str, Any] = {k: round(v, 2) for k, v in res.results.items()}
     row["n"] = res.n
     warnings, flags = list(res.warnings), list(res.flags)
@@ -64,6 +81,11 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True) -> dict[str,
             row["clean_on_aa_images"] = round(100.0 * res.correct["clean"][:m].float().mean().item(), 2)
         row["aa_per_attack"] = aa.extra.get("aa_per_attack", {})
         warnings += aa.warnings
+    if "rays" in settings["attacks"]:
+        rays = evaluate(model, ds, ["rays"], n=settings["n_rays"], rays_queries=settings["rays_queries"], **kw)
+        row["rays"] = round(rays.results["rays"], 2)
+        row["adbd"] = rays.extra.get("rays_adbd")
+        row["n_rays"] = rays.n
     summary = json.loads((out / "summary.json").read_text())
     record = {"method": run.label, "seed": run.seed, **row,
               "best_epoch": meta.get("epoch"), "train_seconds": round(summary["train_seconds"], 1),
@@ -77,14 +99,13 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
               progress: bool = True, log: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
     """Train and evaluate every run of ``study`` that is not done yet; write results.json and README.md."""
     runs = study.runs(runs_dir, only)
-    records = []
+    by_key = {(r.label, r.seed): r for r in runs}
     for i, run in enumerate(runs, 1):
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed} -> {run.config.out_dir}")
         t = time.time()
         train(run.config, resume=True, log=log)
-        rec = evaluate_run(study, run, progress)
-        records.append(rec)
-        shown = ", ".join(f"{k} {rec[k]:.2f}" for k in ("clean", "pgd20", "cw20", "aa") if k in rec)
+        rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
+        shown = ", ".join(f"{k} {rec[k]:.2f}" for k in METRICS if isinstance(rec.get(k), (int, float)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {shown} ({time.time() - t:.0f}s this session)")
     return write_results(study, collect(study, runs_dir), out, runs_dir, command)
 

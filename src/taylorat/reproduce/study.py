@@ -1,18 +1,21 @@
-"""A study (or paper table) as data: a base run config, methods, seeds and the evaluation to run.
+"""A study or a paper table as data: runs, seeds, the evaluation, and (for tables) the paper's numbers.
 
 ```yaml
 name: fashion_mnist_cpu
 title: Fashion-MNIST, small_cnn, l_inf eps = 0.1
-base: {...}            # a `taylorat train` config shared by every run
-runs:                  # one entry per method; its keys override `base`
-  - {label: trades, method: {name: trades}}
-  - {label: trades+1st+2nd, method: {name: trades+1st+2nd}}
+base: {...}            # a `taylorat train` config shared by every run (optional)
+runs:                  # one entry per row
+  - {label: trades, method: {name: trades}}                 # keys override `base`
+  - {label: "1st (η=0.05)", config: table1/....yaml,        # or a config file under configs/paper/
+     paper: {clean: 83.19, pgd20: 53.98}, surrogate: "..."} # the paper's numbers; transfer source
 seeds: [0, 1, 2]
+columns: [clean, pgd20, cw20, aa]                           # what the rendered table shows
 evaluate: {n: 1000, attacks: [clean, pgd20, cw20, aa], n_aa: 500, eps: 0.1, step: 0.01, seed: 0}
+context: [...]                                              # other papers' rows, shown as printed
 ```
 
-Every run's config is validated when the study is loaded, so ``--dry-run`` catches a bad key
-before anything trains.
+Paper tables live in ``taylorat/reproduce/tables/`` (``taylorat reproduce --list``). Every run's
+config is validated when the study is loaded, so ``--dry-run`` catches a bad key before training.
 """
 
 from __future__ import annotations
@@ -28,21 +31,44 @@ import yaml
 from ..train import Config, ConfigError, from_dict
 from ..train.config import parse_overrides
 
-STUDY_KEYS = ("name", "title", "description", "base", "runs", "seeds", "evaluate")
-EVAL_KEYS = ("n", "attacks", "n_aa", "eps", "step", "norm", "seed", "batch_size")
-RUN_ATTACKS = ("clean", "pgd20", "cw20", "aa")
+STUDY_KEYS = ("name", "title", "caption", "description", "base", "runs", "seeds", "evaluate", "columns", "context")
+RUN_KEYS = ("label", "config", "surrogate", "paper", "baseline")
+EVAL_KEYS = ("n", "attacks", "n_aa", "eps", "step", "norm", "seed", "batch_size", "rays_queries", "n_rays")
+RUN_ATTACKS = ("clean", "pgd20", "cw20", "aa", "transfer", "rays")
+METRICS = ("clean", "pgd20", "cw20", "aa", "transfer_pgd20", "transfer_cw20", "rays", "adbd")
+TABLES_DIR = Path(__file__).with_name("tables")
+SHORT_EPOCHS = 30
+
+
+def paper_configs_dir() -> Path:
+    """``configs/paper`` of the checkout this package runs from (editable install), else of the cwd."""
+    for root in (Path(__file__).resolve().parents[3], Path.cwd()):
+        if (root / "configs" / "paper").is_dir():
+            return root / "configs" / "paper"
+    raise ConfigError("configs/paper not found: run from the taylorat checkout (pip install -e .)")
+
+
+def list_tables() -> list[tuple[str, str]]:
+    """(name, title) of every paper table shipped with taylorat."""
+    out = []
+    for p in sorted(TABLES_DIR.glob("table*.yaml")):
+        values = yaml.safe_load(p.read_text()) or {}
+        out.append((values.get("name", p.stem), values.get("title", "")))
+    return out
 
 
 @dataclass
 class EvalSpec:
     n: int = 1000
     attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20", "cw20", "aa"])
-    n_aa: int = 500
+    n_aa: int | None = None  # None: n (AutoAttack on every evaluated image)
     eps: float | None = None
     step: float | None = None
-    norm: str = "linf"
+    norm: str | None = None  # None: the run's threat model
     seed: int = 0
     batch_size: int | None = None
+    rays_queries: int = 10_000
+    n_rays: int | None = None  # None: n
 
 
 @dataclass
@@ -50,6 +76,8 @@ class RunSpec:
     label: str
     seed: int
     config: Config
+    surrogate: str | None = None
+    paper: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,34 +90,57 @@ class Study:
     seeds: list[int]
     evaluate: EvalSpec
     source: str = ""
+    columns: list[str] = field(default_factory=list)
+    context: list[dict[str, Any]] = field(default_factory=list)
+    run_overrides: list[str] = field(default_factory=list)  # applied to every run (schedule, device, ...)
+    is_table: bool = False
 
     def labels(self) -> list[str]:
         return [m["label"] for m in self.methods]
 
+    def paper(self, label: str) -> dict[str, float]:
+        return next(m.get("paper", {}) or {} for m in self.methods if m["label"] == label)
+
     def runs(self, runs_dir: str | Path, only: list[str] | None = None) -> list[RunSpec]:
-        """One validated train config per (seed, method), its out_dir under ``runs_dir``."""
+        """One validated train config per (seed, run); surrogates first, then seed-major order."""
+        wanted = set(only or self.labels())
+        wanted |= {m["surrogate"] for m in self.methods if m["label"] in wanted and m.get("surrogate")}
+        order = sorted(self.methods, key=lambda m: m["label"] not in {x.get("surrogate") for x in self.methods})
         out = []
         for s in self.seeds:  # seed-major, so a partial study already compares the methods
-            for m in self.methods:
-                if only and m["label"] not in only:
+            for m in order:
+                if m["label"] not in wanted:
                     continue
-                values = _merge(self.base, {k: v for k, v in m.items() if k != "label"})
+                values = copy.deepcopy(self.base)
+                if m.get("config"):
+                    values = _merge(values, _read_config(m["config"]))
+                values = _merge(values, {k: v for k, v in m.items() if k not in RUN_KEYS})
                 values.update(seed=s, name=f"{self.name}/{m['label']}/seed{s}",
                               out_dir=str(Path(runs_dir) / _slug(m["label"]) / f"seed{s}"))
                 try:
-                    cfg = from_dict(values)
+                    cfg = from_dict(values, self.run_overrides)
                 except ConfigError as e:
                     raise ConfigError(f"study {self.name}, run {m['label']!r}: {e}") from None
-                out.append(RunSpec(m["label"], s, cfg))
+                out.append(RunSpec(m["label"], s, cfg, m.get("surrogate"), dict(m.get("paper") or {})))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "base": self.base, "runs": self.methods,
-                "seeds": self.seeds, "evaluate": self.evaluate.__dict__}
+                "seeds": self.seeds, "evaluate": self.evaluate.__dict__, "run_overrides": self.run_overrides}
+
+
+def _read_config(rel: str) -> dict[str, Any]:
+    path = paper_configs_dir() / rel
+    if not path.is_file():
+        raise ConfigError(f"run config {rel} not found in {path.parent.parent}; run python tools/make_paper_configs.py")
+    values = yaml.safe_load(path.read_text()) or {}
+    values.pop("out_dir", None)
+    return values
 
 
 def _slug(label: str) -> str:
-    return label.replace("+", "_").replace("/", "_").replace(" ", "_")
+    keep = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label.replace("+", "_"))
+    return "_".join(filter(None, keep.split("_")))
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -104,15 +155,22 @@ def _unknown(kind: str, key: str, keys: tuple[str, ...]) -> ConfigError:
     return ConfigError(f"unknown {kind} key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
-def from_values(values: dict[str, Any], source: str = "", overrides: list[str] | None = None) -> Study:
-    """A validated Study from parsed YAML (plus ``key=value`` overrides, e.g. ``base.optim.epochs=1``)."""
+def from_values(values: dict[str, Any], source: str = "", overrides: list[str] | None = None,
+                seeds: int | None = None, schedule: str | None = None, run_overrides: list[str] | None = None,
+                is_table: bool = False) -> Study:
+    """A validated Study from parsed YAML.
+
+    ``overrides`` address the study file (``base.optim.epochs=1``, ``seeds=[0]``); ``seeds=N``
+    means seeds 0..N-1; ``schedule="short"`` trains every run for 30 epochs (lr ÷10 at 50% and
+    75%), ``"paper"`` keeps the configs' schedule; ``run_overrides`` apply to every run config.
+    """
     if not isinstance(values, dict):
         raise ConfigError(f"{source or 'study'} must be a mapping with keys {', '.join(STUDY_KEYS)}")
     values = _merge(values, parse_overrides(overrides or []))
     for k in values:
         if k not in STUDY_KEYS:
             raise _unknown("study", k, STUDY_KEYS)
-    for required in ("name", "base", "runs"):
+    for required in ("name", "runs"):
         if required not in values:
             raise ConfigError(f"{source or 'study'} needs a {required!r} entry")
     methods = values["runs"]
@@ -121,32 +179,57 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
     labels = [m["label"] for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study run labels must be unique, got {labels}")
-    seeds = values.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"study 'seeds' must be a list of integers >= 0, got {seeds!r}")
+    for m in methods:
+        for ref in ("surrogate", "baseline"):
+            if m.get(ref) and m[ref] not in labels:
+                raise ConfigError(f"run {m['label']!r}: {ref} {m[ref]!r} is not a run of this study")
+        bad = [k for k in (m.get("paper") or {}) if k not in METRICS]
+        if bad:
+            raise ConfigError(f"run {m['label']!r}: paper metric {bad[0]!r} is not one of {', '.join(METRICS)}")
+    seed_list = values.get("seeds", [0]) if seeds is None else list(range(seeds))
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if not isinstance(seed_list, list) or not seed_list or not all(isinstance(s, int) and s >= 0 for s in seed_list):
+        raise ConfigError(f"study 'seeds' must be a list of integers >= 0, got {seed_list!r}")
     ev = values.get("evaluate", {}) or {}
     for k in ev:
         if k not in EVAL_KEYS:
             raise _unknown("evaluate", k, EVAL_KEYS)
     spec = EvalSpec(**ev)
+    if spec.n_aa is None:
+        spec.n_aa = spec.n
     bad = [a for a in spec.attacks if a not in RUN_ATTACKS]
     if bad:
         raise ConfigError(f"study evaluate.attacks: {bad[0]!r} is not one of {', '.join(RUN_ATTACKS)}")
-    if spec.n < 1 or spec.n_aa < 0 or spec.n_aa > spec.n:
+    if spec.n < 1 or spec.n_aa < 0 or ("aa" in spec.attacks and spec.n_aa > spec.n):
         raise ConfigError(f"study evaluate needs n >= 1 and 0 <= n_aa <= n, got n={spec.n}, n_aa={spec.n_aa}")
+    if "transfer" in spec.attacks and not any(m.get("surrogate") for m in methods):
+        raise ConfigError("study evaluate.attacks has 'transfer' but no run names a surrogate")
+    if schedule not in (None, "paper", "short"):
+        raise ConfigError(f"--schedule must be paper or short, got {schedule!r}")
+    extra = list(run_overrides or []) + ([f"optim.epochs={SHORT_EPOCHS}"] if schedule == "short" else [])
+    columns = values.get("columns") or [a for a in spec.attacks if a not in ("transfer", "rays")]
     study = Study(name=str(values["name"]), title=str(values.get("title", values["name"])),
-                  description=str(values.get("description", "")), base=values["base"], methods=methods,
-                  seeds=seeds, evaluate=spec, source=source)
+                  description=str(values.get("description", values.get("caption", ""))),
+                  base=values.get("base") or {}, methods=methods, seeds=seed_list, evaluate=spec, source=source,
+                  columns=list(columns), context=list(values.get("context") or []), run_overrides=extra,
+                  is_table=is_table)
     study.runs("runs")  # validate every run config now
     return study
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Study:
-    p = Path(path)
+def load(path_or_table: str | Path, overrides: list[str] | None = None, **kw) -> Study:
+    """A study file, or a paper table by name (``table1`` ... ``table8``)."""
+    p = Path(path_or_table)
+    is_table = False
+    if not p.is_file() and (TABLES_DIR / f"{path_or_table}.yaml").is_file():
+        p, is_table = TABLES_DIR / f"{path_or_table}.yaml", True
     if not p.is_file():
-        raise ConfigError(f"study file {p} not found; see configs/studies/")
+        names = ", ".join(n for n, _ in list_tables())
+        raise ConfigError(f"study file {p} not found; give a YAML file (see configs/studies/) or a paper table "
+                          f"({names})")
     try:
         values = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"study file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
-    return from_values(values, str(p), overrides)
+    return from_values(values, str(path_or_table), overrides, is_table=is_table, **kw)
