@@ -8,6 +8,7 @@ over rounds of (method ÷ trades) measured in the same round. Prints one JSON li
 Markdown table and the overhead ratios.
 
     python benchmarks/step_time.py --device cpu --quick                  # CI: small CNN, 2 cores
+    python benchmarks/step_time.py --device cpu --quick --epoch          # + a whole epoch with data and check
     python benchmarks/step_time.py --device cuda --models preact_resnet18,wrn_34_10 \\
         --precision bf16 --channels-last                                # the paper's sizes
 """
@@ -25,6 +26,7 @@ import torch
 
 from taylorat import data as datasets
 from taylorat import models
+from taylorat.analysis import cost_table
 from taylorat.train import from_dict
 from taylorat.train.step import train_step
 from taylorat.train.trainer import build_method, resolve_device
@@ -59,6 +61,39 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
         train_step(model, opt, method_obj, x, y, generator=gen, precision=precision)
 
     return step
+
+
+def epoch_time(model_name: str, method: str, precision: str, args, batch: int, steps: int, n_check: int,
+               step_ms: float) -> dict:
+    """One epoch as the trainer runs it: device-resident data with crop/flip, the steps, the PGD-20 check."""
+    import tempfile
+
+    from taylorat.train.trainer import Trainer
+
+    channels, size = SHAPES.get(model_name, SHAPES["default"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = from_dict({
+            "out_dir": tmp + "/run", "device": args.device, "precision": precision, "progress": False,
+            "checkpoints": "none", "channels_last": args.channels_last, "compile": args.compile, "log_every": 50,
+            "data": {"dataset": "synthetic", "holdout": n_check,
+                     "options": {"n_train": steps * batch + n_check, "n_test": 10, "channels": channels,
+                                 "image_size": size}},
+            "model": {"name": model_name}, "method": {"name": method}, "attack": {"steps": args.steps},
+            "optim": {"epochs": 1, "batch_size": batch}, "eval": {"n": n_check},
+        })
+        trainer = Trainer(cfg, log=lambda s: None)
+        trainer.prepare_run_dir(False)
+        device = trainer.device
+        sync(device)
+        t = time.perf_counter()
+        trainer.train_epoch(1)
+        sync(device)
+        t_train = time.perf_counter() - t
+        trainer.evaluate()
+        sync(device)
+        t_all = time.perf_counter() - t
+    return {"epoch_steps": steps, "epoch_check_images": n_check, "epoch_train_s": round(t_train, 3),
+            "epoch_s": round(t_all, 3), "epoch_vs_steps": round(t_all / (steps * step_ms / 1000), 3)}
 
 
 def sync(device: torch.device) -> None:
@@ -109,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
     p.add_argument("--out", help="append the JSON lines to this file")
     p.add_argument("--max-overhead", type=float, help="exit 1 if a Taylor method's time ratio to trades exceeds this")
+    p.add_argument("--epoch", action="store_true",
+                   help="also time one whole epoch (data pipeline, training, per-epoch PGD-20 check) per case")
+    p.add_argument("--epoch-steps", type=int, help="steps in that epoch (default 391; 20 with --quick)")
+    p.add_argument("--check-images", type=int, help="images in the per-epoch PGD-20 check (default 1000; 64 quick)")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -147,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                     ratios = [a / b for a, b in zip(times[m], times["trades"])]
                     row["time_ratio_to_trades"] = round(statistics.median(ratios), 4)
                     ratio_report.append((model_name, precision, m, row["time_ratio_to_trades"]))
+                if args.epoch:
+                    row.update(epoch_time(model_name, m, precision, args, batch,
+                                          args.epoch_steps or (20 if quick else 391),
+                                          args.check_images or (64 if quick else 1000), ms))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del cases
@@ -155,13 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     print()
-    print("| model | method | precision | ms/iter | peak MiB | × trades |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(cost_table(rows))  # paper Table 6's layout: time per epoch and memory, ratios to trades
+    print("| model | method | precision | ms/iter | × trades (median of per-round ratios) |")
+    print("| --- | --- | --- | --- | --- |")
     for r in rows:
-        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–"
-        ratio = f"{r.get('time_ratio_to_trades', 1.0):.3f}"
-        print(f"| {r['model']} | {r['method']} | {r['precision']} | {r['ms_per_iter']:.1f} | {peak} | {ratio} |")
+        print(f"| {r['model']} | {r['method']} | {r['precision']} | {r['ms_per_iter']:.1f} | "
+              f"{r.get('time_ratio_to_trades', 1.0):.3f} |")
     print(f"\ndevice: {device_name}; batch {batch}; K={args.steps}; median of {rounds} interleaved rounds of {iters} iters")
+    for r in rows:
+        if "epoch_s" in r:
+            print(f"epoch {r['model']} {r['method']} {r['precision']}: {r['epoch_steps']} steps + PGD-20 check on "
+                  f"{r['epoch_check_images']} images = {r['epoch_s']:.1f} s = {r['epoch_vs_steps']:.2f} x "
+                  f"(steps x step time)")
     failed = False
     for model_name, precision, m, ratio in ratio_report:
         ok = args.max_overhead is None or ratio <= args.max_overhead

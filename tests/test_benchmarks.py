@@ -12,7 +12,8 @@ def test_step_time_script_reports_cases_and_overhead(tmp_path):
     out = tmp_path / "bench.jsonl"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--device", "cpu", "--quick",
                         "--methods", "trades,trades+1st,trades+1st+2nd", "--rounds", "1", "--iters", "1",
-                        "--warmup", "0", "--steps", "1", "--batch", "8", "--out", str(out)],
+                        "--warmup", "0", "--steps", "1", "--batch", "8", "--out", str(out), "--epoch",
+                        "--epoch-steps", "2", "--check-images", "16"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -20,4 +21,6 @@ def test_step_time_script_reports_cases_and_overhead(tmp_path):
     assert all(x["ms_per_iter"] > 0 and x["device"].startswith("cpu") for x in rows)
     assert "time_ratio_to_trades" in rows[1] and "time_ratio_to_trades" in rows[2]
     assert "Taylor overhead small_cnn fp32 trades+1st+2nd / trades" in r.stdout
-    assert "| small_cnn | trades | fp32 |" in r.stdout
+    assert "| small_cnn | trades | fp32 |" in r.stdout and "time/epoch (min)" in r.stdout  # the Table 6 layout
+    assert all(x["epoch_steps"] == 2 and x["epoch_s"] > 0 and x["epoch_check_images"] == 16 for x in rows)
+    assert "2 steps + PGD-20 check on 16 images" in r.stdout
