@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .taylor import taylor_terms
-from .trades import LossParts, check_weights, resolve_eta2
+from .combine import LossParts, with_taylor
 
 
 def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,17 +42,7 @@ def mart_taylor_from_outputs(
     stats_reduce=None,
 ) -> LossParts:
     """MART (+ Taylor) loss from precomputed outputs."""
-    eta2 = resolve_eta2(eta, eta2)
-    check_weights(beta, eta, eta2, compat)
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)
-    z, za = logits_nat.to(dtype), logits_adv.to(dtype)
-    bce, kl = mart_terms(z, za, y)
-    loss = (1.0 - eta) * bce + beta * kl
-    zero = torch.zeros((), dtype=dtype, device=z.device)
-    first = second = zero
-    if eta > 0 or eta2 > 0:
-        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0, stats_reduce=stats_reduce)
-        first, second = terms.first, terms.second
-        loss = loss + eta * first + eta2 * second
-    return LossParts(loss=loss, ce=bce.detach(), kl=kl.detach(), first=first.detach(), second=second.detach(),
-                     logits_nat=logits_nat.detach(), logits_adv=logits_adv.detach())
+    bce, kl = mart_terms(logits_nat.to(dtype), logits_adv.to(dtype), y)
+    return with_taylor(bce, kl, beta, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
+                       stats_reduce)

@@ -24,7 +24,8 @@ from ..attacks import eval_mode, pgd
 from ..attacks.pgd import check_threat
 from .at import at_taylor_from_outputs
 from .mart import mart_taylor_from_outputs
-from .trades import LossParts, check_weights, resolve_eta2, trades_taylor_from_outputs
+from .combine import LossParts, check_weights, resolve_eta2
+from .trades import trades_taylor_from_outputs
 from .weight_noise import SCOPES, randomized_weights
 
 BASES = ("trades", "at", "mart", "awp-trades")

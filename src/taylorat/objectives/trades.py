@@ -8,45 +8,11 @@ TRADES (β = 1/λ = 6). ``η = 0`` is plain TRADES, term for term.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .taylor import COMPAT, taylor_terms
-
-
-@dataclass
-class LossParts:
-    """The total loss (with gradient) and its detached parts for logging."""
-
-    loss: torch.Tensor
-    ce: torch.Tensor
-    kl: torch.Tensor
-    first: torch.Tensor
-    second: torch.Tensor
-    logits_nat: torch.Tensor
-    logits_adv: torch.Tensor
-
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss.detach(), "ce": self.ce, "kl": self.kl, "first": self.first, "second": self.second}
-
-
-def resolve_eta2(eta: float, eta2: float | None) -> float:
-    """``eta2=None`` means η/2 (the paper's first+second setting)."""
-    return eta / 2 if eta2 is None else eta2
-
-
-def check_weights(beta: float, eta: float, eta2: float, compat: str) -> None:
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if not 0 <= eta <= 1:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if not eta2 >= 0:
-        raise ValueError(f"eta2 must be >= 0, got {eta2}")
-    if compat not in COMPAT:
-        raise ValueError(f"unknown compat {compat!r}; use one of {', '.join(COMPAT)}")
+from .combine import LossParts, check_weights, resolve_eta2, with_taylor  # noqa: F401 (re-exported)
 
 
 def trades_taylor_from_outputs(
@@ -62,22 +28,12 @@ def trades_taylor_from_outputs(
     stats_reduce=None,
 ) -> LossParts:
     """The loss from precomputed outputs (``logits = head(features)`` for clean and adversarial)."""
-    eta2 = resolve_eta2(eta, eta2)
-    check_weights(beta, eta, eta2, compat)
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)
     z, za = logits_nat.to(dtype), logits_adv.to(dtype)
     ce = F.cross_entropy(z, y)
-    log_p = F.log_softmax(z, dim=1)
-    kl = F.kl_div(F.log_softmax(za, dim=1), log_p, reduction="sum", log_target=True) / z.shape[0]
-    loss = (1.0 - eta) * ce + beta * kl
-    zero = torch.zeros((), dtype=dtype, device=z.device)
-    first = second = zero
-    if eta > 0 or eta2 > 0:
-        terms = taylor_terms(z, feats_nat, za, feats_adv, y, compat=compat, need_second=eta2 > 0, stats_reduce=stats_reduce)
-        first, second = terms.first, terms.second
-        loss = loss + eta * first + eta2 * second
-    return LossParts(loss=loss, ce=ce.detach(), kl=kl.detach(), first=first.detach(), second=second.detach(),
-                     logits_nat=logits_nat.detach(), logits_adv=logits_adv.detach())
+    kl = F.kl_div(F.log_softmax(za, dim=1), F.log_softmax(z, dim=1), reduction="sum", log_target=True) / z.shape[0]
+    return with_taylor(ce, kl, beta, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
+                       stats_reduce)
 
 
 def trades_taylor_loss(

@@ -126,8 +126,7 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
         out.append(f"- `{other}` vs `{base}`: " + "; ".join(parts) + ".")
         if not outside:
             out.append(f"- With {len(summary[other]['seeds'])} seeds, no difference between `{other}` and `{base}` "
-                       "is larger than the seed-to-seed spread: on this setup the Taylor terms neither help nor "
-                       "hurt measurably.")
+                       "is larger than the seed-to-seed spread: on this setup the two cannot be told apart.")
         else:
             better = [n for n, d in outside if d > 0]
             worse = [n for n, d in outside if d < 0]
