@@ -8,6 +8,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_bench_command_and_script_are_one_program():
+    for cmd in ([sys.executable, "-m", "taylorat", "bench", "--help"],
+                [sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--help"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "--max-overhead" in r.stdout
+
+
 def test_step_time_script_reports_cases_and_overhead(tmp_path):
     out = tmp_path / "bench.jsonl"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--device", "cpu", "--quick",

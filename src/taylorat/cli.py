@@ -1,4 +1,4 @@
-"""Command line: ``taylorat train | eval | reproduce | landscape | demo``. Errors in input are one line and a non-zero exit."""
+"""Command line: ``taylorat train | eval | reproduce | landscape | bench | demo``. Errors in input are one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--device", default="auto")
     ls.set_defaults(func=_landscape)
 
+    # listed for --help; main() hands `taylorat bench ...` to the benchmark's own parser
+    sub.add_parser("bench", help="training-step time and memory per model x method x precision (Table 6)")
+
     d = sub.add_parser("demo", help="TRADES vs TRADES+1st+2nd on the embedded digits dataset (no download)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--epochs", type=int, default=30)
@@ -285,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     from .train import ConfigError, RunDirError, TrainingDiverged
     from .train.signals import Stopped
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .reproduce.bench import main as bench
+
+        return bench(argv[1:], prog="taylorat bench")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

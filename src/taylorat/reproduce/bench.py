@@ -1,0 +1,222 @@
+"""Training-step time and peak memory per model × method × precision (paper Table 6).
+
+Times the whole training step of the trainer (`taylorat.train.step.train_step`: randomized-weight
+attack, loss, backward, optimizer step) on random CIFAR-shaped data kept on the device, after a
+warm-up. Cases are interleaved round by round so that drift of a shared machine hits all of
+them alike; each case's ms/iter is the median over rounds, and the Taylor overhead is the median
+over rounds of (method ÷ trades) measured in the same round. Prints one JSON line per case, a
+Markdown table and the overhead ratios.
+
+    taylorat bench --device cpu --quick                  # CI: small CNN, 2 cores
+    taylorat bench --device cpu --quick --epoch          # + a whole epoch with data and the PGD-20 check
+    taylorat bench --device cuda --models preact_resnet18,wrn_34_10 --precision bf16 --channels-last
+
+(``python benchmarks/step_time.py ...`` is the same program.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .. import data as datasets
+from .. import models
+from ..analysis import cost_table
+from ..train import from_dict
+from ..train.step import train_step
+from ..train.trainer import Trainer, build_method, resolve_device
+
+SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
+
+
+def make_case(model_name: str, method: str, precision: str, device: torch.device, batch: int, channels_last: bool,
+              compile_mode: str, steps: int, seed: int = 0):
+    channels, size = SHAPES.get(model_name, SHAPES["default"])
+    cfg = from_dict({"method": {"name": method}, "attack": {"steps": steps}, "precision": precision})
+    torch.manual_seed(seed)
+    model = models.create(model_name, num_classes=10, in_channels=channels, image_size=size).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    if compile_mode != "none":
+        model.forward_features = torch.compile(model.forward_features, mode=compile_mode)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                          foreach=device.type == "cuda")
+    g = torch.Generator().manual_seed(seed)
+    n = batch * 8
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    loader = datasets.DeviceLoader(images, labels, batch, device, crop=True, flip=True, drop_last=True,
+                                   memory_format=fmt)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    method_obj = build_method(cfg)
+    batches = list(loader.batches(0))
+
+    def step(i: int) -> None:
+        x, y = batches[i % len(batches)]
+        train_step(model, opt, method_obj, x, y, generator=gen, precision=precision)
+
+    return step
+
+
+def epoch_time(model_name: str, method: str, precision: str, args, batch: int, steps: int, n_check: int,
+               step_ms: float) -> dict:
+    """One epoch as the trainer runs it: device-resident data with crop/flip, the steps, the PGD-20 check."""
+    import tempfile
+
+    channels, size = SHAPES.get(model_name, SHAPES["default"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = from_dict({
+            "out_dir": tmp + "/run", "device": args.device, "precision": precision, "progress": False,
+            "checkpoints": "none", "channels_last": args.channels_last, "compile": args.compile, "log_every": 50,
+            "data": {"dataset": "synthetic", "holdout": n_check,
+                     "options": {"n_train": steps * batch + n_check, "n_test": 10, "channels": channels,
+                                 "image_size": size}},
+            "model": {"name": model_name}, "method": {"name": method}, "attack": {"steps": args.steps},
+            "optim": {"epochs": 1, "batch_size": batch}, "eval": {"n": n_check},
+        })
+        trainer = Trainer(cfg, log=lambda s: None)
+        trainer.prepare_run_dir(False)
+        device = trainer.device
+        sync(device)
+        t = time.perf_counter()
+        trainer.train_epoch(1)
+        sync(device)
+        t_train = time.perf_counter() - t
+        trainer.evaluate()
+        sync(device)
+        t_all = time.perf_counter() - t
+    return {"epoch_steps": steps, "epoch_check_images": n_check, "epoch_train_s": round(t_train, 3),
+            "epoch_s": round(t_all, 3), "epoch_vs_steps": round(t_all / (steps * step_ms / 1000), 3)}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step, iters: int, device: torch.device, start: int) -> float:
+    """ms per iteration over ``iters`` iterations."""
+    sync(device)
+    if device.type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for i in range(iters):
+            step(start + i)
+        b.record()
+        sync(device)
+        return a.elapsed_time(b) / iters
+    t = time.perf_counter()
+    for i in range(iters):
+        step(start + i)
+    return 1000 * (time.perf_counter() - t) / iters
+
+
+def peak_mib(step, device: torch.device, start: int) -> float | None:
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step(start)
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="small sizes for CI (small_cnn, batch 32, few rounds)")
+    p.add_argument("--models", help="comma-separated (default: small_cnn with --quick, else preact_resnet18,wrn_34_10)")
+    p.add_argument("--methods", default="trades,trades+1st+2nd")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,bf16")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--steps", type=int, default=10, help="attack steps K")
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--iters", type=int, help="iterations per case per round")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
+    p.add_argument("--out", help="append the JSON lines to this file")
+    p.add_argument("--max-overhead", type=float, help="exit 1 if a Taylor method's time ratio to trades exceeds this")
+    p.add_argument("--epoch", action="store_true",
+                   help="also time one whole epoch (data pipeline, training, per-epoch PGD-20 check) per case")
+    p.add_argument("--epoch-steps", type=int, help="steps in that epoch (default 391; 20 with --quick)")
+    p.add_argument("--check-images", type=int, help="images in the per-epoch PGD-20 check (default 1000; 64 quick)")
+    args = p.parse_args(argv)
+
+    device = resolve_device(args.device)
+    quick = args.quick
+    model_names = (args.models or ("small_cnn" if quick else "preact_resnet18,wrn_34_10")).split(",")
+    methods = args.methods.split(",")
+    if "trades" not in methods:
+        methods = ["trades", *methods]
+    precisions = args.precision.split(",")
+    batch = args.batch or (32 if quick else 128)
+    warmup = args.warmup if args.warmup is not None else (2 if quick else 10)
+    iters = args.iters or (2 if quick else 10)
+    rounds = args.rounds or (7 if quick else 5)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+    rows, ratio_report = [], []
+    for model_name in model_names:
+        for precision in precisions:
+            cases = {m: make_case(model_name, m, precision, device, batch, args.channels_last, args.compile,
+                                  args.steps) for m in methods}
+            for step in cases.values():
+                for i in range(warmup):
+                    step(i)
+            times: dict[str, list[float]] = {m: [] for m in methods}
+            for r in range(rounds):
+                for m, step in cases.items():
+                    times[m].append(timed(step, iters, device, warmup + r * iters))
+            for m in methods:
+                ms = statistics.median(times[m])
+                row = {"model": model_name, "method": m, "precision": precision, "device": device_name,
+                       "batch_size": batch, "attack_steps": args.steps, "channels_last": args.channels_last,
+                       "compile": args.compile, "ms_per_iter": round(ms, 3),
+                       "peak_mib": peak_mib(cases[m], device, 0), "iters_per_epoch": 391, "rounds": rounds,
+                       "iters_per_round": iters, "torch": torch.__version__}
+                if m != "trades":
+                    ratios = [a / b for a, b in zip(times[m], times["trades"])]
+                    row["time_ratio_to_trades"] = round(statistics.median(ratios), 4)
+                    ratio_report.append((model_name, precision, m, row["time_ratio_to_trades"]))
+                if args.epoch:
+                    row.update(epoch_time(model_name, m, precision, args, batch,
+                                          args.epoch_steps or (20 if quick else 391),
+                                          args.check_images or (64 if quick else 1000), ms))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del cases
+    if args.out:
+        with open(args.out, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    print()
+    print(cost_table(rows))  # paper Table 6's layout: time per epoch and memory, ratios to trades
+    print("| model | method | precision | ms/iter | × trades (median of per-round ratios) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['model']} | {r['method']} | {r['precision']} | {r['ms_per_iter']:.1f} | "
+              f"{r.get('time_ratio_to_trades', 1.0):.3f} |")
+    print(f"\ndevice: {device_name}; batch {batch}; K={args.steps}; median of {rounds} interleaved rounds of {iters} iters")
+    for r in rows:
+        if "epoch_s" in r:
+            print(f"epoch {r['model']} {r['method']} {r['precision']}: {r['epoch_steps']} steps + PGD-20 check on "
+                  f"{r['epoch_check_images']} images = {r['epoch_s']:.1f} s = {r['epoch_vs_steps']:.2f} x "
+                  f"(steps x step time)")
+    failed = False
+    for model_name, precision, m, ratio in ratio_report:
+        ok = args.max_overhead is None or ratio <= args.max_overhead
+        failed |= not ok
+        print(f"Taylor overhead {model_name} {precision} {m} / trades = {ratio:.3f}"
+              + ("" if args.max_overhead is None else f" (limit {args.max_overhead}: {'ok' if ok else 'EXCEEDED'})"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
