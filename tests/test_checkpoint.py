@@ -112,3 +112,43 @@ def test_checkpoint_of_another_architecture(tmp_path):
     wrn = models.create("wrn_16_2", num_classes=10)
     with pytest.raises(ckpt.CheckpointError, match="does not fit this model .*missing"):
         ckpt.load_state_strict(wrn, tensors)
+
+
+def test_import_of_a_reference_state_dict(tmp_path):
+    from taylorat.cli import main
+
+    src = model()
+    state = {("module." + k).replace("module.head.", "module.linear."): v for k, v in src.state_dict().items()}
+    torch.save(state, tmp_path / "epoch200.pt")  # as the reference code saves (DataParallel, fc)
+    out = tmp_path / "imported.safetensors"
+    args = ["import", str(tmp_path / "epoch200.pt"), "--model", "small_cnn", "--in-channels", "1", "--image-size",
+            "8", "--dataset", "digits", "--out", str(out)]
+    assert main(args) == 2  # no opt-in, no pickle
+    assert main(args + ["--allow-pickle"]) == 0
+    loaded, meta = ckpt.load_model(out)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in src.state_dict().items())
+    assert meta["config"]["data"]["dataset"] == "digits"
+
+
+def test_opted_in_pickle_still_never_runs_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": Payload()}, protocol=2))
+    with pytest.raises(ckpt.CheckpointError, match="not a plain tensor state dict; refused"):
+        ckpt.import_pickled_weights(tmp_path / "evil.pt", model(), allow_pickle=True)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_import_of_the_trades_wideresnet_layout(tmp_path):
+    import re
+
+    ours = models.create("wrn_16_2", num_classes=10)
+    trades = {}
+    for k, v in ours.state_dict().items():  # rename to TRADES' models/wideresnet.py layout
+        k = re.sub(r"^(block\d)\.(\d+)\.", r"\1.layer.\2.", k).replace(".shortcut.", ".convShortcut.")
+        k = re.sub(r"^bn\.", "bn1.", k).replace("head.", "fc.")
+        trades[k] = v
+    assert "block1.layer.0.convShortcut.weight" in trades and "fc.weight" in trades
+    torch.save(trades, tmp_path / "model-wideres-epoch76.pt")
+    fresh = models.create("wrn_16_2", num_classes=10)
+    ckpt.import_pickled_weights(tmp_path / "model-wideres-epoch76.pt", fresh, allow_pickle=True)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ours.state_dict().items())

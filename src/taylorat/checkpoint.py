@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,51 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     load_state_strict(model, tensors, str(path))
     model.eval()
     return model, meta
+
+
+# how the reference repositories name what taylorat calls differently (applied only to names our model lacks):
+# TRADES' WideResNet (blockN.layer.i, convShortcut, bn1 before pooling, fc) and the usual final-layer names
+RENAMES = (
+    (re.compile(r"^(block\d+)\.layer\.(\d+)\."), r"\1.\2."),
+    (re.compile(r"\.convShortcut\."), ".shortcut."),
+    (re.compile(r"^bn1\."), "bn."),
+    (re.compile(r"^(fc|linear|classifier|logits)\."), "head."),
+)
+
+
+def import_pickled_weights(path: str | os.PathLike, model: nn.Module, allow_pickle: bool = False) -> None:
+    """Load a ``torch.save`` state dict (e.g. the reference code's ``epoch200.pt``) into ``model``.
+
+    Needs ``allow_pickle=True`` and uses ``torch.load(weights_only=True)``, which refuses any
+    pickle that would construct objects other than tensors and plain containers, so a crafted
+    file cannot run code. ``module.`` prefixes (DataParallel) are stripped, and the reference
+    repositories' names (TRADES' WideResNet layout; ``fc``/``linear``/``classifier`` for the
+    final layer) map to ours where the model has no layer of that name; every key and shape must
+    then match.
+    """
+    path = Path(path)
+    if not allow_pickle:
+        raise CheckpointError(f"{path} is a pickle; loading one needs an explicit opt-in (--allow-pickle), "
+                              "and then only tensors are accepted")
+    if not path.is_file():
+        raise CheckpointError(f"no file at {path}")
+    import pickle  # noqa: PLC0415 (only for the exception type)
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a plain tensor state dict; refused ({first[:160]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    own = model.state_dict()
+    state = {}
+    for k, v in obj.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        for pattern, repl in RENAMES:  # rename only names this model does not have itself
+            if k not in own:
+                k = pattern.sub(repl, k)
+        state[MODEL_PREFIX + k] = v
+    load_state_strict(model, state, str(path))

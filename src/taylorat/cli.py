@@ -207,6 +207,21 @@ def _landscape(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from . import checkpoint as ckpt
+    from . import models
+
+    model = models.create(args.model, num_classes=args.num_classes, in_channels=args.in_channels,
+                          image_size=args.image_size)
+    ckpt.import_pickled_weights(args.file, model, allow_pickle=args.allow_pickle)
+    meta = {"imported_from": str(args.file)}
+    if args.dataset:
+        meta["config"] = {"data": {"dataset": args.dataset}}
+    ckpt.save_model(args.out, model, meta)
+    print(f"{args.file} -> {args.out} ({args.model}, {sum(p.numel() for p in model.parameters()):,} parameters)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taylorat", description="Randomized adversarial training via Taylor expansion")
     p.add_argument("--version", action="version", version=f"taylorat {__version__}")
@@ -269,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--seed", type=int, default=0)
     ls.add_argument("--device", default="auto")
     ls.set_defaults(func=_landscape)
+
+    im = sub.add_parser("import", help="convert a torch.save state dict (e.g. the reference code's) to a "
+                                       "safetensors checkpoint")
+    im.add_argument("file", help="a .pt/.pth state dict")
+    im.add_argument("--model", required=True, help="architecture, e.g. wrn_34_10")
+    im.add_argument("--num-classes", type=int, default=10)
+    im.add_argument("--in-channels", type=int, default=3)
+    im.add_argument("--image-size", type=int, default=32)
+    im.add_argument("--dataset", help="recorded so that taylorat eval knows the data (e.g. cifar10)")
+    im.add_argument("--out", required=True, help="the .safetensors file to write")
+    im.add_argument("--allow-pickle", action="store_true",
+                    help="required: read the pickle with torch.load(weights_only=True), tensors only")
+    im.set_defaults(func=_import)
 
     # listed for --help; main() hands `taylorat bench ...` to the benchmark's own parser
     sub.add_parser("bench", help="training-step time and memory per model x method x precision (Table 6)")
