@@ -21,7 +21,7 @@ from ..evaluate import evaluate
 from ..train import train
 from ..train.trainer import resolve_device
 from .render import render_readme
-from .study import METRICS, RunSpec, Study
+from .study import METRICS, RunSpec, Study, slug
 
 
 def _eval_settings(study: Study, run: RunSpec) -> dict[str, Any]:
@@ -130,5 +130,14 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
                "runs": sorted(records, key=lambda r: (study.labels().index(r["method"]), r["seed"]))}
     out.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    ckpt.atomic_write_text(out / "README.md", render_readme(results, study))
+    page = render_readme(results, study)
+    if (out / "landscape.png").exists() and not study.is_table:  # made by `taylorat landscape` (see below)
+        a, b = (Path(runs_dir or "runs") / slug(m) / f"seed{study.seeds[0]}" / "best.safetensors"
+                for m in study.labels()[:2])
+        page += ("\n## Loss landscape (paper Fig. 2 style)\n\n"
+                 f"![input-space loss surfaces of {study.labels()[0]} (top) and {study.labels()[1]} (bottom), "
+                 f"seed {study.seeds[0]}](landscape.png)\n\n"
+                 f"Produced by `taylorat landscape --checkpoint {a} --checkpoint {b} --images 4 --out {out}`; "
+                 "numbers in `landscape.json`.\n")
+    ckpt.atomic_write_text(out / "README.md", page)
     return results

@@ -116,7 +116,7 @@ class Study:
                     values = _merge(values, _read_config(m["config"]))
                 values = _merge(values, {k: v for k, v in m.items() if k not in RUN_KEYS})
                 values.update(seed=s, name=f"{self.name}/{m['label']}/seed{s}",
-                              out_dir=str(Path(runs_dir) / _slug(m["label"]) / f"seed{s}"))
+                              out_dir=str(Path(runs_dir) / slug(m["label"]) / f"seed{s}"))
                 try:
                     cfg = from_dict(values, self.run_overrides)
                 except ConfigError as e:
@@ -138,7 +138,7 @@ def _read_config(rel: str) -> dict[str, Any]:
     return values
 
 
-def _slug(label: str) -> str:
+def slug(label: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label.replace("+", "_"))
     return "_".join(filter(None, keep.split("_")))
 
