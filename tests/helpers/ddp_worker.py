@@ -3,7 +3,6 @@
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from taylorat.train import load

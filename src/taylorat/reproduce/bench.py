@@ -21,7 +21,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 

@@ -27,7 +27,7 @@ class StopOnSignal:
     def requested(self) -> bool:
         return self.signum is not None
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for s in self.SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)

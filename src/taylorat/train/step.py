@@ -14,6 +14,8 @@ from torch import nn
 from ..objectives import AWP, LossParts, Method, PairForward
 from .distributed import Dist, weighted_mean
 
+SINGLE = Dist()  # one process
+
 
 def autocast_for(device: torch.device, precision: str) -> torch.autocast:
     if precision not in ("fp32", "bf16"):
@@ -34,7 +36,7 @@ def train_step(
     average=None,
     pair: nn.Module | None = None,
     rows: tuple[int, int, int] | None = None,
-    dist: Dist = Dist(),
+    dist: Dist = SINGLE,
     global_stats: bool = False,
 ) -> LossParts:
     """One step of adversarial training on the batch ``(x, y)``; returns the loss and its parts.
