@@ -155,7 +155,11 @@ def prepare(ds: Dataset, train_subset: int | None = None, holdout: int = 0, seed
     all of it. The test set is passed through unchanged. Deterministic given
     ``seed``: the same seed gives the same hold-out whatever ``train_subset``.
     """
-    train_idx, hold_idx = holdout_indices(ds.train_y, holdout, seed)
+    try:
+        train_idx, hold_idx = holdout_indices(ds.train_y, holdout, seed)
+    except ValueError as e:
+        raise ValueError(f"holdout={holdout} for {ds.name} ({ds.train_x.shape[0]} training images, "
+                         f"{ds.num_classes} classes): {e}") from None
     if train_subset is not None:
         train_subset = int(train_subset)
         if train_subset > train_idx.numel():
@@ -164,7 +168,10 @@ def prepare(ds: Dataset, train_subset: int | None = None, holdout: int = 0, seed
                 f"examples left after a hold-out of {int(holdout)}"
             )
         # a different stream than the hold-out's, still a function of seed
-        sub = stratified_subset(ds.train_y[train_idx], train_subset, seed + 7919)
+        try:
+            sub = stratified_subset(ds.train_y[train_idx], train_subset, seed + 7919)
+        except ValueError as e:
+            raise ValueError(f"train_subset={train_subset} for {ds.name}: {e}") from None
         train_idx = train_idx[sub]
     info = {
         "dataset": ds.name,
