@@ -56,24 +56,28 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
               "```bash", results.get("command", f"taylorat reproduce {study.source}"), "```", ""]
     d, o, a, e = base["data"], base["optim"], base["attack"], base["eval"]
     lines += ["## Setup", "",
-              f"- data: `{d['dataset']}`, training subset {d['train_subset'] or 'all'} images (seeded, stratified), "
-              f"{d['holdout']} more held out for choosing `best`; model `{base['model']['name']}`",
+              f"- data: `{d['dataset']}`, "
+              + (f"a training subset of {d['train_subset']} images (seeded, stratified)" if d["train_subset"]
+                 else "the whole training set")
+              + f", {d['holdout']} images held out of it for choosing `best`; model `{base['model']['name']}`",
               f"- training: {o['epochs']} epochs, batch {o['batch_size']}, SGD lr {o['lr']} (÷10 at "
               f"{', '.join(str(m) for m in o['milestones'])} of the epochs), momentum {o['momentum']}, "
               f"wd {o['weight_decay']}; attack {a['norm']} ε={a['eps']:.4g}, step {a['step']:.4g}, K={a['steps']}",
               f"- `best` checkpoint: highest PGD-{e['steps']} accuracy on the {e['select_on']} split "
               f"({e['n']} images)",
               f"- evaluation on the first {ev.n} test images: clean, PGD-20 and CW-20 (ε={_eps(runs):.4g}, "
-              f"step {_step(runs):.4g}, uniform random start), AutoAttack standard (pyautoattack, seed {ev.seed}) "
-              f"on the first {n_aa} of them",
+              f"step {_step(runs):.4g}, uniform random start)"
+              + (f", AutoAttack standard (pyautoattack, seed {ev.seed}) on the first {n_aa} of them" if n_aa else ""),
               "- methods: " + "; ".join(f"`{m['label']}` ({_method_desc(m)})" for m in study.methods),
-              f"- seeds: {', '.join(str(s) for s in study.seeds)}", ""]
+              f"- seeds: {', '.join(str(s) for s in study.seeds)}",
+              f"- ran on: {_env(results)}", ""]
+    gap = any("gap" in s for s in summary.values())
     lines += ["## Results: mean ± std over seeds (accuracy %)", "",
-              "| method | seeds | " + " | ".join(n for _, n in present) + " | PGD-20 − AA (same images) |",
-              "| --- | --- | " + " | ".join("---" for _ in present) + " | --- |"]
+              "| method | seeds | " + " | ".join(n for _, n in present) + (" | PGD-20 − AA (same images) |" if gap else " |"),
+              "| --- | --- | " + " | ".join("---" for _ in present) + (" | --- |" if gap else " |")]
     for label, s in summary.items():
         lines.append(f"| {label} | {len(s['seeds'])} | " + " | ".join(_pm(s.get(k)) for k, _ in present)
-                     + f" | {_pm(s.get('gap'))} |")
+                     + (f" | {_pm(s.get('gap'))} |" if gap else " |"))
     lines += ["", "## Per seed", "",
               "| method | seed | " + " | ".join(n for _, n in present) + " | best epoch | train s | eval s |",
               "| --- | --- | " + " | ".join("---" for _ in present) + " | --- | --- | --- |"]
@@ -97,12 +101,14 @@ def _step(runs):
 
 
 def _method_desc(m: dict[str, Any]) -> str:
-    meth = m.get("method", {})
-    bits = [meth.get("name", "")]
-    for k in ("eta", "eta2", "compat", "noise_std", "noise_scope"):
-        if k in meth:
-            bits.append(f"{k}={meth[k]}")
-    return ", ".join(b for b in bits if b)
+    """The run's own settings (what differs from the study's base), e.g. ``method.name=trades, precision=bf16``."""
+    def flat(d: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+        return out
+
+    return ", ".join(flat({k: v for k, v in m.items() if k not in ("label", "paper", "baseline", "surrogate")}))
 
 
 def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str, str]],
@@ -140,8 +146,11 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
                        "AutoAttack on the same images; PGD-20 alone overstates robustness by that much.")
     bad = [f"{r['method']} seed {r['seed']}" for r in runs
            if r.get("pgd20", 0) > r.get("clean", 100) or r.get("aa", 0) > r.get("clean_on_aa_images", 100)]
-    out.append("- clean ≥ PGD-20 and clean ≥ AutoAttack hold in every run." if not bad
-               else f"- WARNING: clean < robust accuracy in {', '.join(bad)}: check the evaluation.")
+    checked = " and ".join(f"clean ≥ {n}" for k, n in (("pgd20", "PGD-20"), ("aa", "AutoAttack"))
+                           if any(k in r for r in runs))
+    if checked:
+        out.append(f"- {checked} hold{'s' if ' and ' not in checked else ''} in every run." if not bad
+                   else f"- WARNING: clean < robust accuracy in {', '.join(bad)}: check the evaluation.")
     flags = sorted({f for r in runs for f in r.get("flags", [])})
     out += [f"- flag: {f}" for f in flags]
     return out
@@ -203,3 +212,13 @@ def render_table(results: dict[str, Any], study: Any) -> str:
               + f"; attacks: {', '.join(study.evaluate.attacks)}",
               "- every number above is read from `results.json`, written by the same command", ""]
     return "\n".join(lines)
+
+
+def _env(results: dict[str, Any]) -> str:
+    """The environments the runs were evaluated in (distinct ones), as recorded in their eval.json."""
+    seen = []
+    for r in results["runs"]:
+        e = ", ".join(f"{k} {v}" for k, v in (r.get("environment") or {}).items())
+        if e and e not in seen:
+            seen.append(e)
+    return "; ".join(seen) or "not recorded"

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from .. import checkpoint as ckpt
 from .. import data as datasets
 from ..evaluate import evaluate
@@ -35,6 +37,12 @@ def _eval_settings(study: Study, run: RunSpec) -> dict[str, Any]:
     if "transfer" in e.attacks and run.surrogate:
         out["surrogate"] = run.surrogate
     return out
+
+
+def environment(device) -> dict[str, Any]:
+    """What the numbers were produced on (thread counts change float rounding, hence PGD's path)."""
+    return {"torch": torch.__version__, "device": str(device), "cpu threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
 
 
 def _best(run: RunSpec, device) -> tuple[Any, dict[str, Any]]:
@@ -87,7 +95,7 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
         row["adbd"] = rays.extra.get("rays_adbd")
         row["n_rays"] = rays.n
     summary = json.loads((out / "summary.json").read_text())
-    record = {"method": run.label, "seed": run.seed, **row,
+    record = {"method": run.label, "seed": run.seed, **row, "environment": environment(device),
               "best_epoch": meta.get("epoch"), "train_seconds": round(summary["train_seconds"], 1),
               "eval_seconds": round(time.time() - t, 1), "settings": settings, "warnings": warnings, "flags": flags,
               "selection": {"split": summary["select_on"], "n": summary["n_select"], "best": summary["best"]}}

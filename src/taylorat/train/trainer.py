@@ -382,6 +382,8 @@ class Trainer:
                        "best": self.best, "select_on": cfg.eval.select_on, "n_select": self.n_select,
                        "method": {"name": cfg.method.name, **cfg.resolved_method()},
                        "data": {"dataset": self.dataset.name, **self.prep.info}, "world_size": self.dist.world,
+                       "environment": {"torch": torch.__version__, "device": str(self.device),
+                                       "cpu threads": torch.get_num_threads()},
                        "train_seconds": sum(h["train_seconds"] for h in self.history)}
             ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return TrainResult(self.out, self.history[-1]["epoch"] if self.history else 0, self.best_epoch, self.best,
