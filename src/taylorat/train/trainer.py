@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,7 +275,7 @@ class Trainer:
             if stop_now and i + 1 < len(self.loader):
                 self._save_partial(epoch, i + 1, gen, sums, seen, seconds + time.time() - t0)
                 bar.close()
-                raise Stopped(stop.signum or 15, epoch, i + 1, str(self.out / "last.safetensors"))
+                raise Stopped(stop.signum or signal.SIGTERM, epoch, i + 1, str(self.out / "last.safetensors"))
         bar.close()
         sums = distributed.all_sum(sums, d)
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
@@ -374,8 +375,9 @@ class Trainer:
                        if f"{sel}_pgd" in record else "")
                 self.log(f"epoch {epoch}/{cfg.optim.epochs} loss {record['train_loss']:.4f} lr {record['lr']:.4g} "
                          f"{acc} ({record['train_seconds']:.1f}s, eta {left * per_epoch / 60:.1f} min)")
-                if stop.requested:  # the signal came during the epoch's last step or its evaluation
-                    raise Stopped(stop.signum, epoch, 0, str(self.out / "last.safetensors"))
+                # a signal during the epoch's last steps or its evaluation: stop here (all ranks agree)
+                if distributed.any_rank(stop.requested, self.dist, self.device):
+                    raise Stopped(stop.signum or signal.SIGTERM, epoch, 0, str(self.out / "last.safetensors"))
         finished = bool(self.history) and self.history[-1]["epoch"] == cfg.optim.epochs
         if finished and self.dist.main:
             summary = {"name": cfg.name, "epochs": cfg.optim.epochs, "best_epoch": self.best_epoch,
