@@ -104,3 +104,13 @@ def test_paper_table_end_to_end_on_synthetic_data(tmp_path):
     page = (tmp_path / "out" / "README.md").read_text()
     assert "| TRADES | 1 |" in page and "/ 82.89 (" in page and "0.0412" in page
     assert "the paper chose on test images" in page
+
+
+def test_study_page_counts_runs_per_environment():
+    from taylorat.reproduce.render import _env
+
+    a = {"torch": "2.14.1", "device": "cpu", "cpu threads": 2, "gpu": "none"}
+    assert _env({"runs": [{"environment": a}, {"environment": a}]}) == "torch 2.14.1, device cpu, cpu threads 2, gpu none"
+    mixed = _env({"runs": [{"environment": a}, {}, {}]})
+    assert mixed == "torch 2.14.1, device cpu, cpu threads 2, gpu none (1 run); not recorded (2 runs)"
+    assert _env({"runs": [{}]}) == "not recorded"

@@ -216,9 +216,10 @@ def render_table(results: dict[str, Any], study: Any) -> str:
 
 def _env(results: dict[str, Any]) -> str:
     """The environments the runs were evaluated in (distinct ones), as recorded in their eval.json."""
-    seen = []
+    seen: dict[str, int] = {}
     for r in results["runs"]:
-        e = ", ".join(f"{k} {v}" for k, v in (r.get("environment") or {}).items())
-        if e and e not in seen:
-            seen.append(e)
-    return "; ".join(seen) or "not recorded"
+        e = ", ".join(f"{k} {v}" for k, v in (r.get("environment") or {}).items()) or "not recorded"
+        seen[e] = seen.get(e, 0) + 1
+    if len(seen) <= 1:
+        return next(iter(seen), "not recorded")
+    return "; ".join(f"{e} ({n} run{'s' if n > 1 else ''})" for e, n in seen.items())
