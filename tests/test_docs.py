@@ -3,15 +3,12 @@
 import json
 from pathlib import Path
 
-import pytest
-
 from taylorat.reproduce.render import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "docs" / "studies" / "fashion_mnist_cpu"
 
 
-@pytest.mark.skipif(not (STUDY / "results.json").exists(), reason="the Fashion-MNIST study has not been published")
 def test_front_page_quotes_the_fashion_mnist_study():
     res = json.loads((STUDY / "results.json").read_text())
     labels = ["trades", "trades+1st+2nd"]
