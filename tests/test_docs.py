@@ -25,3 +25,14 @@ def test_front_page_quotes_the_fashion_mnist_study():
     assert "no number on this page is typed by hand" in page
     for r in res["runs"]:  # the issue's acceptance: AA on >= 500 images, clean >= PGD-20 and clean >= AA
         assert r["n_aa"] >= 500 and r["clean"] >= r["pgd20"] and r["clean_on_aa_images"] >= r["aa"]
+
+
+def test_study_page_is_rendered_from_its_results():
+    """The committed page is exactly what `taylorat reproduce` renders from the committed results.json."""
+    from taylorat.reproduce import study as studies
+    from taylorat.reproduce.render import render_readme
+
+    res = json.loads((STUDY / "results.json").read_text())
+    st = studies.load(ROOT / "configs" / "studies" / "fashion_mnist_cpu.yaml")
+    page = (STUDY / "README.md").read_text()
+    assert page.startswith(render_readme(res, st))
