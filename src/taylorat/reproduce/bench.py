@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     batch = args.batch or (32 if quick else 128)
     warmup = args.warmup if args.warmup is not None else (2 if quick else 10)
     iters = args.iters or (2 if quick else 10)
-    rounds = args.rounds or (7 if quick else 5)
+    rounds = args.rounds or (15 if quick else 5)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
 
     rows, ratio_report = [], []
