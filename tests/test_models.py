@@ -35,6 +35,10 @@ CASES = [
     ("wrn_16_2", dict(), (3, 32, 32)),
     ("small_cnn", dict(in_channels=1, image_size=28), (1, 28, 28)),
     ("small_cnn", dict(in_channels=1, image_size=8), (1, 8, 8)),
+    ("vgg16", dict(), (3, 32, 32)),
+    ("vgg16", dict(in_channels=1, image_size=28), (1, 28, 28)),
+    ("mobilenetv2", dict(), (3, 32, 32)),
+    ("mobilenetv2", dict(in_channels=1, image_size=28), (1, 28, 28)),
 ]
 CASE_IDS = [f"{n}-{'x'.join(map(str, s))}" for n, _, s in CASES]
 
@@ -65,7 +69,10 @@ def test_forward_is_head_of_features(name, kwargs, shape):
     torch.testing.assert_close(logits, model.head(feats), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,kwargs,shape", [CASES[2], CASES[4]], ids=[CASE_IDS[2], CASE_IDS[4]])
+LAYOUT_CASES = [2, 4, 5, 6, 7, 8]  # skip the large preact_resnet18 cases
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [CASES[i] for i in LAYOUT_CASES], ids=[CASE_IDS[i] for i in LAYOUT_CASES])
 def test_channels_last_and_bf16_autocast(name, kwargs, shape):
     torch.manual_seed(0)
     model = create(name, **kwargs).eval()
@@ -156,6 +163,10 @@ def test_check_input_messages():
         ("wrn_16_2", dict(mean=[0.4914, 0.4822, 0.4465], std=[0.2471, 0.2435, 0.2616])),
         ("small_cnn", dict(in_channels=1, image_size=8, num_classes=3)),
         ("small_cnn", dict(in_channels=1, image_size=28, padding=1)),
+        ("vgg16", dict(num_classes=100)),
+        ("vgg16", dict(in_channels=1, image_size=28, mean=[0.5], std=[0.25])),
+        ("mobilenetv2", dict(mean=[0.4914, 0.4822, 0.4465], std=[0.2471, 0.2435, 0.2616])),
+        ("mobilenetv2", dict(in_channels=1, image_size=28, num_classes=3)),
     ],
 )
 def test_spec_round_trip(name, kwargs):
