@@ -178,3 +178,37 @@ def test_sharded_random_start_equals_the_slice_of_the_whole_batch(start, norm):
     parts = [random_start(x[a:b], 0.1, norm, start, 0.001, torch.Generator().manual_seed(3), rows=(a, b, 10))
              for a, b in ((0, 5), (5, 10))]
     assert torch.equal(torch.cat(parts), whole)
+
+
+def test_box_then_ball_projection_as_trades_l2_code():
+    """TRADES' l2 attack clips to [0,1] before rescaling into the ball: still in S, a different point."""
+    from taylorat.attacks.pgd import project
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 4, 4, generator=g)
+    far = x + 2 * torch.randn(x.shape, generator=g)
+    a, b = project(far, x, 0.5, "l2"), project(far, x, 0.5, "l2", "box_then_ball")
+    for p in (a, b):
+        assert p.min() >= 0 and p.max() <= 1 and ((p - x).flatten(1).norm(dim=1) <= 0.5 + 1e-6).all()
+    assert not torch.allclose(a, b)
+    assert torch.equal(project(far, x, 0.1, "linf"), project(far, x, 0.1, "linf", "box_then_ball"))
+    with pytest.raises(ValueError, match="unknown projection"):
+        project(far, x, 0.1, "linf", "sideways")
+
+
+def test_train_mode_attack_moves_batchnorm_as_the_at_reference():
+    from taylorat import models
+    from taylorat.objectives import Method, Threat
+
+    torch.manual_seed(0)
+    model = models.create("small_cnn", num_classes=10, in_channels=1, image_size=8).train()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    for mode, moves in (("eval", False), ("train", True)):
+        before = bn.running_mean.clone()
+        m = Method(base="at", threat=Threat(eps=0.1, step=0.03, steps=3, mode=mode), eta=0.0, noise_std=0.0)
+        x_adv = m.perturb(model, x, y)
+        assert model.training and (x_adv - x).abs().max() <= 0.1 + 1e-6
+        assert (not torch.equal(bn.running_mean, before)) == moves
+    with pytest.raises(ValueError, match="attack mode"):
+        Threat(mode="sometimes")

@@ -116,3 +116,14 @@ def test_readme_documents_every_message():
     section = readme.split("## Bad input")[1].split("\n## ")[0]
     missing = [m for _, _, m in CASES if m not in section]
     assert not missing, f"README's Bad input table lacks: {missing}"
+
+
+def test_attack_mode_and_projection_are_checked():
+    from taylorat.train import ConfigError, from_dict
+
+    cfg = from_dict(overrides=["attack.mode=train", "attack.projection=box_then_ball"])
+    assert cfg.attack.mode == "train" and cfg.attack.projection == "box_then_ball"
+    for bad, msg in (("attack.mode=training", "attack.mode='training' is not one of eval, train"),
+                     ("attack.projection=box", "attack.projection='box' is not one of")):
+        with pytest.raises(ConfigError, match=msg):
+            from_dict(overrides=[bad])

@@ -59,7 +59,8 @@ def test_full_report_validates_against_schema(trained, tmp_path):
     # a transfer attack from the model itself is the white-box attack replayed
     assert rep["results"]["transfer_pgd20"] == rep["results"]["pgd20"]
     md = report_markdown(rep, "trades")
-    assert "| trades |" in md and "n=16" in md and "eps=0.2" in md
+    assert "| trades |" in md and "n=16" in md and "ε per attack: pgd20 0.2 (step 0.02)" in md
+    assert rep["eps"] == {"pgd20": 0.2, "cw20": 0.2, "transfer_pgd20": 0.2, "transfer_cw20": 0.2, "rays": 0.2}
     bad = dict(rep, results={"clean": 140.0})
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema())
@@ -148,4 +149,37 @@ def test_cli_eval_all_attacks_on_a_checkpoint(trained, tmp_path, capsys):
     jsonschema.validate(rep, schema())
     assert {"clean", "pgd20", "cw20", "aa", "transfer_pgd20", "transfer_cw20", "rays"} == set(rep["results"])
     assert rep["settings"]["pgd20"]["eps"] == 0.2  # the run's own threat model by default
+    assert set(rep["eps"].values()) == {0.2} and rep["settings"]["aa"]["eps"] == 0.2
     assert "| trades |" in capsys.readouterr().out
+
+
+def test_autoattack_runs_at_8_over_255_and_pgd_at_the_reference_radius(trained):
+    model, ds, _ = trained
+    res = evaluate(model, ds, ["clean", "pgd20", "cw20", "aa"], n=4, progress=False)
+    assert res.eps == {"clean": 0.0, "pgd20": 0.031, "cw20": 0.031, "aa": 8 / 255}
+    assert res.settings["aa"]["eps"] == 8 / 255 and res.settings["pgd20"]["step"] == 0.003
+    both = evaluate(model, ds, ["pgd20", "aa"], n=4, eps=0.2, eps_by_attack={"aa": 0.1}, progress=False)
+    assert both.eps == {"pgd20": 0.2, "aa": 0.1} and both.settings["pgd20"]["step"] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="unknown attack 'aaa'"):
+        evaluate(model, ds, ["pgd20"], n=4, eps_by_attack={"aaa": 0.1}, progress=False)
+
+
+def test_eps_from_the_run_keeps_the_reference_threat_model():
+    from taylorat.evaluate import eps_from_run
+
+    assert eps_from_run("linf", 0.031) is None  # 0.031 stands for 8/255: each attack's own default
+    assert eps_from_run("linf", 0.1) == 0.1 and eps_from_run("l2", 0.5) == 0.5 and eps_from_run("linf", None) is None
+
+
+def test_cli_eval_of_a_reference_radius_run_gives_autoattack_8_over_255(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = demo_config("trades", out, epochs=1, device="cpu", progress=False)
+    cfg.eval.eps, cfg.eval.step = 0.031, 0.003
+    train(cfg, log=lambda s: None)
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--attacks", "pgd20,aa", "--n", "4",
+                 "--device", "cpu", "--out", str(tmp_path / "ev"), "--attack-eps", "pgd20=0.05"]) == 0
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rep["eps"] == {"pgd20": 0.05, "aa": 8 / 255}
+    assert "aa 0.031373" in (tmp_path / "ev" / "report.md").read_text()
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--attack-eps", "aa", "--n", "4"]) == 2
+    assert "NAME=EPS" in capsys.readouterr().err

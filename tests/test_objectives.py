@@ -1,4 +1,4 @@
-"""The method's math against plain float64 autograd transcriptions of DESIGN §1 and TRADES."""
+"""The method's math against plain float64 autograd transcriptions of docs/method.md §3–§5 and TRADES."""
 
 import pytest
 import torch

@@ -203,6 +203,14 @@ def test_config_written_by_an_older_version_still_resumes():
     assert config_diff(old, new) == ["optim.nesterov"]
 
 
+def test_a_one_process_run_resumes_across_the_taylor_stats_default(tmp_path):
+    """taylor_stats (and sync_bn) act only across ranks: a one-process run of an older default resumes."""
+    assert from_dict({}).taylor_stats == "global"  # the reference's whole-batch statistics
+    old = tiny(tmp_path / "run", taylor_stats="local")
+    train(old, stop_after=1)
+    assert train(tiny(tmp_path / "run"), resume=True).epochs_done == 2
+
+
 def test_non_empty_foreign_directory_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="not empty"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import models
+from .models import layouts
 
 FORMAT = "taylorat-checkpoint"
 VERSION = 1
@@ -124,8 +124,9 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source
     extra = sorted(set(state) - set(own))
     bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or extra or bad:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
-                  else f"shape mismatch at {bad[:3]}")
+        detail = "; ".join(d for d in (f"missing {missing[:3]}" if missing else "",
+                                       f"unexpected {extra[:3]}" if extra else "",
+                                       f"shape mismatch at {bad[:3]}" if bad else "") if d)
         raise CheckpointError(f"{source} does not fit this model ({detail}); it was written for another architecture")
     model.load_state_dict(state, strict=True)
 
@@ -147,25 +148,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model, meta
 
 
-# how the reference repositories name what taylorat calls differently (applied only to names our model lacks):
-# TRADES' WideResNet (blockN.layer.i, convShortcut, bn1 before pooling, fc) and the usual final-layer names
-RENAMES = (
-    (re.compile(r"^(block\d+)\.layer\.(\d+)\."), r"\1.\2."),
-    (re.compile(r"\.convShortcut\."), ".shortcut."),
-    (re.compile(r"^bn1\."), "bn."),
-    (re.compile(r"^(fc|linear|classifier|logits)\."), "head."),
-)
-
-
-def import_pickled_weights(path: str | os.PathLike, model: nn.Module, allow_pickle: bool = False) -> None:
-    """Load a ``torch.save`` state dict (e.g. the reference code's ``epoch200.pt``) into ``model``.
+def read_pickled_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a ``torch.save`` state dict (e.g. the reference code's ``epoch200.pt``).
 
     Needs ``allow_pickle=True`` and uses ``torch.load(weights_only=True)``, which refuses any
     pickle that would construct objects other than tensors and plain containers, so a crafted
-    file cannot run code. ``module.`` prefixes (DataParallel) are stripped, and the reference
-    repositories' names (TRADES' WideResNet layout; ``fc``/``linear``/``classifier`` for the
-    final layer) map to ours where the model has no layer of that name; every key and shape must
-    then match.
+    file cannot run code. A ``{"state_dict": ...}`` wrapper is unwrapped.
     """
     path = Path(path)
     if not allow_pickle:
@@ -184,12 +172,34 @@ def import_pickled_weights(path: str | os.PathLike, model: nn.Module, allow_pick
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    own = model.state_dict()
-    state = {}
-    for k, v in obj.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        for pattern, repl in RENAMES:  # rename only names this model does not have itself
-            if k not in own:
-                k = pattern.sub(repl, k)
-        state[MODEL_PREFIX + k] = v
-    load_state_strict(model, state, str(path))
+    return obj
+
+
+def read_foreign_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A plain state dict from a ``.safetensors`` file (no taylorat header needed) or a ``.pt`` pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no file at {path}")
+    raw = path.read_bytes()
+    if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
+        return read_pickled_state(path, allow_pickle)
+    try:
+        return dict(st_load(raw))
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{path} is neither a safetensors file nor a torch.save state dict ({e})") from None
+
+
+def import_pickled_weights(path: str | os.PathLike, model: nn.Module, allow_pickle: bool = False) -> list[str]:
+    """Load a ``torch.save`` state dict in our or a reference layout into ``model``; returns dropped keys."""
+    return load_foreign_state(model, read_pickled_state(path, allow_pickle), str(path))
+
+
+def load_foreign_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load a state dict in another code base's layout (``models.layouts``) strictly; returns dropped keys.
+
+    Only keys the reference architectures build but never use (``sub_block1.*``) are dropped;
+    any other key that does not map, or a missing one, is a one-line CheckpointError.
+    """
+    mapped, dropped = layouts.to_ours(state, set(model.state_dict()))
+    load_state_strict(model, {MODEL_PREFIX + k: v for k, v in mapped.items()}, source)
+    return dropped

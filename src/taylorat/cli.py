@@ -46,6 +46,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    per_attack = _attack_eps(args.attack_eps)
     device = resolve_device(args.device)
     surrogate, surrogate_id = None, ""
     if "transfer" in attacks:
@@ -65,7 +66,8 @@ def _eval(args: argparse.Namespace) -> int:
         ds = datasets.load(name, data_dir, download=False, **options)
         norm, eps, step = _threat(args, run_cfg)
         torch.manual_seed(args.seed)
-        res = evaluate(model, ds, attacks, n=args.n, eps=eps, step=step, norm=norm, seed=args.seed,
+        res = evaluate(model, ds, attacks, n=args.n, eps=eps, step=step, norm=norm, eps_by_attack=per_attack,
+                       seed=args.seed,
                        batch_size=args.batch_size, precision=args.precision, surrogate=surrogate,
                        surrogate_id=surrogate_id, cache_dir=args.cache_dir or (Path(args.out) / "transfer_cache"
                                                                              if args.out else None),
@@ -93,12 +95,35 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _threat(args: argparse.Namespace, run_cfg: dict) -> tuple[str, float | None, float | None]:
-    """norm, eps, step: the flags, else the run's own per-epoch check (same norm), else the defaults."""
+    """norm, eps, step: the flags, else the run's own per-epoch check (same norm), else each attack's default.
+
+    A run checked at the reference radius (l_inf 0.031) is evaluated at every attack's own default
+    (PGD-20 0.031, AutoAttack 8/255); a run with another radius at that radius for every attack.
+    """
+    from .evaluate import eps_from_run
+
     run_norm = run_cfg.get("attack", {}).get("norm", "linf")
-    run_eval = run_cfg.get("eval", {}) if (args.norm or run_norm) == run_norm else {}
-    eps = args.eps if args.eps is not None else run_eval.get("eps")
-    step = args.step if args.step is not None else (run_eval.get("step") if args.eps is None else None)
-    return args.norm or run_norm, eps, step
+    norm = args.norm or run_norm
+    run_eval = run_cfg.get("eval", {}) if norm == run_norm else {}
+    eps = args.eps if args.eps is not None else eps_from_run(norm, run_eval.get("eps"))
+    step = args.step if args.step is not None else (run_eval.get("step") if args.eps is None and eps is not None
+                                                    else None)
+    return norm, eps, step
+
+
+def _attack_eps(items: list[str] | None) -> dict[str, float]:
+    """``["aa=8/255", "pgd20=0.031"]`` -> ``{"aa": 0.0314, "pgd20": 0.031}``."""
+    out = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        try:
+            num, _, den = value.partition("/")
+            out[name.strip()] = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"--attack-eps {item!r} is not NAME=EPS (e.g. aa=8/255)") from None
+        if not 0 <= out[name.strip()] <= 1e3 or not name.strip():
+            raise UserError(f"--attack-eps {item!r} is not NAME=EPS with EPS >= 0 (e.g. aa=8/255)")
+    return out
 
 
 def _run_label(path: str) -> str:
@@ -151,7 +176,11 @@ def _reproduce(args: argparse.Namespace) -> int:
                          + (["--runs-dir", str(args.runs_dir)] if args.runs_dir else [])
                          + (["--out", str(args.out)] if args.out else []))
     if args.render_only:
-        res = runner.write_results(st, runner.collect(st, runs_dir), out, runs_dir, command)
+        records = runner.collect(st, runs_dir)
+        if not records and (out / "results.json").is_file():  # no runs here: re-render the published records
+            records = json.loads((out / "results.json").read_text())["runs"]
+            command = json.loads((out / "results.json").read_text()).get("command", command)
+        res = runner.write_results(st, records, out, runs_dir, command)
     else:
         res = runner.run_study(st, runs_dir, out, only, command=command)
     print(f"{len(res['runs'])} runs -> {out / 'results.json'}, {out / 'README.md'}")
@@ -210,16 +239,29 @@ def _landscape(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from . import models
+    from .models import layouts
 
+    state = ckpt.read_pickled_state(args.file, allow_pickle=args.allow_pickle)
+    norm = layouts.normalization(state)
+    kw = {"mean": norm[0], "std": norm[1]} if norm else {}
     model = models.create(args.model, num_classes=args.num_classes, in_channels=args.in_channels,
-                          image_size=args.image_size)
-    ckpt.import_pickled_weights(args.file, model, allow_pickle=args.allow_pickle)
-    meta = {"imported_from": str(args.file)}
+                          image_size=args.image_size, **kw)
+    dropped = ckpt.load_foreign_state(model, state, str(args.file))
+    meta = {"imported_from": str(args.file), "dropped_unused": dropped}
     if args.dataset:
         meta["config"] = {"data": {"dataset": args.dataset}}
     ckpt.save_model(args.out, model, meta)
-    print(f"{args.file} -> {args.out} ({args.model}, {sum(p.numel() for p in model.parameters()):,} parameters)")
+    print(f"{args.file} -> {args.out} ({args.model}, {sum(p.numel() for p in model.parameters()):,} parameters"
+          + (", input normalization inside the model" if norm else "")
+          + (f"; dropped {len(dropped)} keys of layers the source builds but never uses ({dropped[0]}, ...)"
+             if dropped else "") + ")")
     return 0
+
+
+def _attack_names() -> list[str]:
+    from .evaluate import available_attacks
+
+    return available_attacks()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,9 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
     e.add_argument("--data-dir")
     e.add_argument("--attacks", default="clean,pgd20,cw20",
-                   help="comma-separated: clean, pgd20, cw20, aa, transfer, rays, sweep (default clean,pgd20,cw20)")
-    e.add_argument("--n", type=int, default=1000, help="first N test images (default 1000; 10000 = all of CIFAR)")
-    e.add_argument("--eps", type=float, help="attack radius (default: the run's eval.eps, else 0.031 / 128/255)")
+                   help=f"comma-separated: {', '.join(_attack_names())} (default clean,pgd20,cw20)")
+    e.add_argument("--n", type=int, default=1000,
+                   help="first N test images (default 1000, as the reference's AutoAttack; 10000 = all of CIFAR, "
+                        "as the reference's PGD/CW numbers)")
+    e.add_argument("--eps", type=float, help="radius for every attack (default: the run's eval.eps when it is not the "
+                                             "reference 0.031, else each attack's own: PGD/CW 0.031, AutoAttack 8/255)")
+    e.add_argument("--attack-eps", action="append", metavar="NAME=EPS",
+                   help="radius of one attack, e.g. --attack-eps aa=8/255 (repeatable; wins over --eps)")
     e.add_argument("--step", type=float, help="PGD/CW step (default: the run's eval.step, else 0.003 / 15/255)")
     e.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
     e.add_argument("--surrogate", help="checkpoint the transfer examples are made on")

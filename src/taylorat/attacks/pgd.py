@@ -5,7 +5,9 @@ For a loss ``L`` maximised over the threat set ``S = {x' : ||x' - x||_p <= eps, 
 * l_inf:  ``x' <- Π_S(x' + step * sign(∇_x' L))``
 * l_2:    ``x' <- Π_S(x' + step * ∇_x' L / ||∇_x' L||_2)``  (per example)
 
-The projection clips to the eps-ball around ``x`` and then to ``[0,1]``. Losses (summed over
+The projection clips to the eps-ball around ``x`` and then to ``[0,1]`` (``projection=
+"ball_then_box"``); ``"box_then_ball"`` clips to ``[0,1]`` first and then rescales into the ball,
+as TRADES' ℓ2 attack code does (identical for ℓ∞; both stay in S). Losses (summed over
 the batch; the sum only rescales the gradient of each example):
 
 * ``"ce"``:  cross-entropy ``CE(f(x'), y)`` (Madry et al. 2018; PGD-20 evaluation)
@@ -33,6 +35,7 @@ Start = Literal["uniform", "normal", "none"]
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "kl", "cw")
 STARTS = ("uniform", "normal", "none")
+PROJECTIONS = ("ball_then_box", "box_then_ball")
 
 
 def check_threat(eps: float, step: float, steps: int, norm: str) -> None:
@@ -74,8 +77,13 @@ def _per_example_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (v.dim() - 1)))
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Π_S: into the eps-ball around x (l_inf or l_2), then into [0,1]."""
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+            order: str = "ball_then_box") -> torch.Tensor:
+    """Π_S: into the eps-ball around x (l_inf or l_2), then into [0,1] (or box first, ``order``)."""
+    if order == "box_then_ball":
+        x_adv = x_adv.clamp(0.0, 1.0)
+    elif order != "ball_then_box":
+        raise ValueError(f"unknown projection {order!r}; use one of {', '.join(PROJECTIONS)}")
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-eps, eps)
@@ -133,6 +141,7 @@ def pgd(
     kappa: float = 50.0,
     generator: torch.Generator | None = None,
     rows: tuple[int, int, int] | None = None,
+    projection: str = "ball_then_box",
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss`` within the eps-ball; returns detached ``x'``.
 
@@ -140,8 +149,11 @@ def pgd(
     eval mode first). Gradients are taken w.r.t. the [0,1] image only: no parameter gradients
     are accumulated. ``loss="kl"`` needs ``target_probs`` (the clean softmax); if omitted it is
     computed once from ``model(x)``. ``rows``: see :func:`random_start` (data-parallel shards).
+    ``projection``: see :func:`project`.
     """
     check_threat(eps, step, steps, norm)
+    if projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}; use one of {', '.join(PROJECTIONS)}")
     if loss not in LOSSES:
         raise ValueError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
     if loss in ("ce", "cw") and y is None:
@@ -161,5 +173,5 @@ def pgd(
                     x_adv = x_adv + step * grad.sign()
                 else:
                     x_adv = x_adv + step * grad / _per_example_norm(grad).clamp_min(1e-12)
-                x_adv = project(x_adv, x, eps, norm)
+                x_adv = project(x_adv, x, eps, norm, projection)
     return x_adv.detach()

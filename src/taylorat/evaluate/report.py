@@ -23,6 +23,7 @@ def report_dict(result: EvalResult, **context: Any) -> dict[str, Any]:
     """``{"checkpoint", "model", "dataset", "split", "n", "seed", "results", "settings", "seconds", ...}``."""
     out = {**context, "n": result.n, "precision": result.precision,
            "results": {k: round(v, 2) for k, v in result.results.items()},
+           "eps": {k: v for k, v in result.eps.items() if k != "clean"},
            "settings": result.settings, "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
            "extra": result.extra, "warnings": result.warnings, "flags": result.flags}
     attacked = [k for k in result.correct if k != "clean"]
@@ -50,11 +51,15 @@ def report_markdown(report: dict[str, Any], label: str) -> str:
         row["worst_case"] = report["worst_case"]
     lines = [markdown_table([row], cols), ""]
     s = report["settings"]
-    atk = s.get("pgd20") or s.get("cw20") or s.get("aa") or {}
+    norm = next((v["norm"] for v in s.values() if isinstance(v, dict) and "norm" in v), None)
     lines.append(f"{report.get('dataset', '?')} {report.get('split', 'test')}: {s['subset']['description']} "
                  f"(n={report['n']}); seed {report.get('seed')}; precision {report['precision']}"
-                 + (f"; {atk.get('norm')} eps={atk.get('eps'):.4g}" if atk else "")
-                 + (f", step {atk['step']:.4g}, 20 steps, uniform random start" if "step" in atk else ""))
+                 + (f"; threat model {norm}" if norm else ""))
+    eps = report.get("eps") or {}
+    if eps:
+        lines.append("ε per attack: " + ", ".join(f"{k} {v:.5g}" + (f" (step {s[k]['step']:.4g})"
+                                                                   if isinstance(s.get(k, {}).get("step"), float)
+                                                                   else "") for k, v in eps.items()))
     extra = report.get("extra", {})
     if extra.get("rays_adbd") is not None:
         lines.append(f"RayS average decision-boundary distance (ADBD): {extra['rays_adbd']:.4f} over clean-correct "

@@ -1,16 +1,9 @@
 """Robustness evaluation: every attack on one fixed, recorded set of test images.
 
-Attacks (names for ``attacks=[...]`` and ``--attacks``):
-
-* ``clean``: accuracy on the unmodified images;
-* ``pgd20``: PGD-20 with cross-entropy, uniform random start (reference l_inf settings:
-  eps = 0.031, step 0.003; l_2: eps = 128/255, step 15/255);
-* ``cw20``: the CW margin loss (κ = 50) optimised by the same PGD core;
-* ``aa``: AutoAttack ``standard`` through the maintained library, fixed seed;
-* ``transfer``: PGD-20 and CW-20 examples made on a surrogate model, replayed (black box);
-* ``rays``: the RayS hard-label attack, and ADBD, the average l_inf distance to the decision
-  boundary it finds (paper Table 7);
-* ``sweep``: PGD-20 at eps × {0.5, 1, 2, 4} and at the whole [0,1] box, a gradient-masking check.
+The attacks are those of :mod:`taylorat.evaluate.registry` (built in: ``clean``, ``pgd20``,
+``cw20``, ``aa``, ``transfer`` = ``transfer_pgd20`` + ``transfer_cw20``, ``rays``, ``sweep``; see
+:mod:`taylorat.evaluate.builtin`), each at its own ε: the PGD family at the reference's 0.031 and
+AutoAttack at 8/255 on ℓ∞ unless told otherwise.
 
 Guard rails: eval mode and float32 (``precision="bf16"`` only when asked, and then recorded),
 [0,1] inputs of the model's shape, the model's mode and weights left as they were, the same
@@ -27,18 +20,10 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..attacks import CW, PGD, Attack, AutoAttack, correct_mask, eval_mode
-from ..attacks.rays import RayS
-from .transfer import transfer_examples
-
-ATTACKS = ("clean", "pgd20", "cw20", "aa", "transfer", "rays", "sweep")
-DEFAULT_EPS = {"linf": 0.031, "l2": 128 / 255}
-DEFAULT_STEP = {"linf": 0.003, "l2": 15 / 255}
-SWEEP = (0.5, 1.0, 2.0, 4.0)
-AA_GAP_POINTS = 4.0  # PGD-20 more than this above AutoAttack is flagged
-
+from ..attacks import eval_mode
+from . import builtin  # noqa: F401  (registers the built-in attacks)
+from .registry import REFERENCE_EPS, REFERENCE_STEP, EvalContext, attack_eps, attack_specs, expand, get_attack
 
 @dataclass
 class EvalResult:
@@ -51,6 +36,7 @@ class EvalResult:
     warnings: list[str] = field(default_factory=list)  # the libraries' own and ours
     flags: list[str] = field(default_factory=list)  # signs of gradient masking
     precision: str = "fp32"
+    eps: dict[str, float] = field(default_factory=dict)  # the radius each attack with a row ran at
 
     def worst_case(self, names: Sequence[str] | None = None) -> float:
         """Accuracy when an example counts as robust only if it survives every listed attack."""
@@ -104,21 +90,6 @@ def as_tensors(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, st
     return x, y, f"first {len(y)} images of the {what}"
 
 
-def _masks(model, x, y, attack, batch_size, device, desc, progress) -> torch.Tensor:
-    out = []
-    bar = tqdm(total=len(y), desc=desc, leave=False, disable=not progress, unit="img")
-    for i in range(0, len(y), batch_size):
-        out.append(correct_mask(model, x[i : i + batch_size], y[i : i + batch_size], attack, batch_size, device).cpu())
-        bar.update(len(y[i : i + batch_size]))
-    bar.close()
-    return torch.cat(out)
-
-
-def _to_float(x: torch.Tensor, device) -> torch.Tensor:
-    x = x.to(device)
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-
-
 def evaluate(
     model: nn.Module,
     data: Any,
@@ -128,6 +99,7 @@ def evaluate(
     eps: float | None = None,
     step: float | None = None,
     norm: str = "linf",
+    eps_by_attack: dict[str, float] | None = None,
     seed: int = 0,
     batch_size: int | None = None,
     precision: str = "fp32",
@@ -136,23 +108,32 @@ def evaluate(
     cache_dir: str | Path | None = None,
     rays_queries: int = 10_000,
     progress: bool = True,
+    **options: Any,
 ) -> EvalResult:
     """Accuracy (%) of ``model`` on ``data`` (``(x, y)`` or a Dataset's test split) under each attack.
 
-    ``eps``/``step`` default to the reference settings of ``norm``. ``transfer`` needs a
-    ``surrogate`` model (its examples are cached in ``cache_dir`` under ``surrogate_id``).
+    ε per attack: ``eps_by_attack[name]``, else ``eps`` for every attack, else the attack's own
+    default for ``norm`` (ℓ∞: 0.031 for the PGD family, 8/255 for AutoAttack). ``step`` defaults
+    to the reference's (0.003 on ℓ∞) at the reference radius and to ε/10 otherwise. ``transfer``
+    needs a ``surrogate`` model (its examples are cached in ``cache_dir`` under ``surrogate_id``);
+    extra keyword ``options`` reach attacks registered by the user (``ctx.options``).
     """
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise ValueError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
-    if norm not in DEFAULT_EPS:
+    names = expand(attacks)
+    if norm not in REFERENCE_EPS:
         raise ValueError(f"unknown norm {norm!r}; use linf or l2")
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    if "transfer" in attacks and surrogate is None:
-        raise ValueError("the transfer attack needs a surrogate model (--surrogate CHECKPOINT)")
-    eps = DEFAULT_EPS[norm] if eps is None else eps
-    step = (DEFAULT_STEP[norm] if eps == DEFAULT_EPS[norm] else eps / 10) if step is None else step
+    options = {"surrogate": surrogate, "surrogate_id": surrogate_id, "cache_dir": cache_dir,
+               "rays_queries": rays_queries, **options}
+    for name in names:
+        spec = get_attack(name)
+        if norm not in spec.norms:
+            raise ValueError(f"{name} supports {', '.join(spec.norms)} only; use --norm {spec.norms[0]}")
+        for need in spec.needs:
+            if options.get(need) is None:
+                raise ValueError(f"the {name} attack needs a {need} model (--{need} CHECKPOINT)")
+    for name in eps_by_attack or {}:
+        get_attack(name)
     device = next(model.parameters()).device
     batch_size = batch_size or (500 if device.type == "cuda" else 256)
     x, y, subset = as_tensors(data, n)
@@ -167,52 +148,20 @@ def evaluate(
         if not is_deterministic(model, x[: min(len(x), 16)].to(device)):
             res.warnings.append("two forward passes gave different logits: the model is randomized; its accuracy "
                                 "varies between runs and gradient-based attacks may be masked")
-        for name in attacks:
+        for name in names:
             t = time.time()
-            if name in ("clean", "pgd20", "cw20"):
-                attack: Attack | None = {
-                    "clean": None,
-                    "pgd20": PGD(target, eps=eps, step=step, steps=20, norm=norm, seed=seed),
-                    "cw20": CW(target, eps=eps, step=step, steps=20, norm=norm, seed=seed),
-                }[name]
-                _record(res, name, _masks(target, x, y, attack, batch_size, device, name, progress),
-                        attack.settings() if attack else {"name": "clean"})
-            elif name == "aa":
-                aa = AutoAttack(target, eps=eps, norm=norm, seed=seed, batch_size=batch_size)
-                if progress:
-                    tqdm.write(f"AutoAttack ({aa.version}) on {len(y)} images ...")
-                _, out = aa.run(_to_float(x, device), y.to(device))
-                _record(res, "aa", out.correct.cpu(), aa.settings())
-                res.extra["aa_per_attack"] = out.per_attack
-                res.warnings += [f"AutoAttack: {w}" for w in out.warnings]
-            elif name == "transfer":
-                for base in ("pgd20", "cw20"):
-                    xa, info = transfer_examples(surrogate, x, y, base, eps, step, norm, seed, batch_size,
-                                                 cache_dir, surrogate_id, progress)
-                    _record(res, f"transfer_{base}", _masks(target, xa, y, None, batch_size, device,
-                                                            f"transfer_{base}", progress), info)
-            elif name == "rays":
-                if norm != "linf":
-                    raise ValueError("RayS is an l_inf attack; use --norm linf")
-                rays = RayS(target, eps=eps, queries=rays_queries, early_stop=False, seed=seed)
-                r = rays.run(_to_float(x, device), y.to(device))
-                _record(res, "rays", r.robust.cpu(), rays.settings())
-                d = r.dist[r.clean_correct]
-                found = torch.isfinite(d)
-                # ADBD over initially-correct images (full budget, as paper Table 7); images with no
-                # boundary inside the [0,1] box are counted separately instead of making it infinite
-                res.extra["rays_adbd"] = d[found].mean().item() if found.any() else None
-                res.extra["rays_no_boundary"] = int((~found).sum().item())
-            elif name == "sweep":
-                curve = []
-                top = 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5
-                for k, e in [(k, k * eps) for k in SWEEP] + [("box", top)]:
-                    a = PGD(target, eps=e, step=max(e / 10, step), steps=20, norm=norm, seed=seed)
-                    m = _masks(target, x, y, a, batch_size, device, f"sweep eps={e:.3g}", progress)
-                    curve.append({"eps": e, "scale": k, "pgd20": 100.0 * m.float().mean().item()})
-                res.extra["sweep"] = curve
-                res.settings["sweep"] = {"name": "pgd", "steps": 20, "eps": [c["eps"] for c in curve],
-                                         "step": "max(eps/10, step)", "seed": seed}
+            e = attack_eps(name, norm, eps, eps_by_attack)
+            st = step if step is not None else (REFERENCE_STEP[norm] if e == REFERENCE_EPS[norm] else e / 10)
+            ctx = EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options)
+            out = get_attack(name).fn(ctx)
+            settings = {**out.settings, "eps": out.settings.get("eps", e)}
+            res.settings[name] = settings
+            if out.correct is not None:
+                res.correct[name] = out.correct.cpu()
+                res.results[name] = 100.0 * out.correct.float().mean().item()
+                res.eps[name] = settings["eps"]
+            res.extra.update(out.extra)
+            res.warnings += out.warnings
             res.seconds[name] = time.time() - t
     finally:
         model.train(was_training)
@@ -220,33 +169,14 @@ def evaluate(
     return res
 
 
-def _record(res: EvalResult, name: str, mask: torch.Tensor, settings: dict) -> None:
-    res.correct[name] = mask
-    res.results[name] = 100.0 * mask.float().mean().item()
-    res.settings[name] = settings
-
-
 def masking_flags(res: EvalResult) -> list[str]:
-    """Plain-language flags for numbers that suggest gradient masking or a weak evaluation."""
-    r, flags = res.results, []
-    if "aa" in r and "pgd20" in r and r["pgd20"] - r["aa"] > AA_GAP_POINTS:
-        flags.append(f"PGD-20 ({r['pgd20']:.2f}%) is {r['pgd20'] - r['aa']:.1f} points above AutoAttack "
-                     f"({r['aa']:.2f}%): PGD-20 overstates robustness here; report AutoAttack, and suspect "
-                     "gradient masking if the gap is large")
-    for k in ("transfer_pgd20", "transfer_cw20"):
-        if k in r and "pgd20" in r and r[k] < r["pgd20"] - 1.0:
-            flags.append(f"the black-box {k} attack ({r[k]:.2f}%) beats white-box PGD-20 ({r['pgd20']:.2f}%): "
-                         "gradients do not point where the loss rises, a classic sign of gradient masking")
-    if "rays" in r and "pgd20" in r and r["rays"] < r["pgd20"] - 1.0:
-        flags.append(f"the hard-label RayS attack ({r['rays']:.2f}%) beats PGD-20 ({r['pgd20']:.2f}%): "
-                     "suspect gradient masking")
-    curve = res.extra.get("sweep")
-    if curve:
-        accs = [c["pgd20"] for c in curve]
-        if any(b > a + 1.0 for a, b in zip(accs, accs[1:])):
-            flags.append("PGD accuracy rises as eps grows (" + ", ".join(f"{c['eps']:.3g}: {c['pgd20']:.1f}%"
-                         for c in curve) + "): the attack is failing, suspect gradient masking")
-        if accs[-1] > 1.0:
-            flags.append(f"PGD over the whole [0,1] box leaves {accs[-1]:.1f}% accuracy (should be ~0): "
-                         "the attack is not converging, suspect gradient masking")
+    """Plain-language flags for numbers that suggest gradient masking or a weak evaluation.
+
+    Each registered attack contributes its own checks (AutoAttack far below PGD-20, a black-box
+    or hard-label attack beating PGD-20, a PGD curve that does not fall as ε grows).
+    """
+    flags: list[str] = []
+    for spec in attack_specs():
+        if spec.flags is not None:
+            flags += spec.flags(res)
     return flags

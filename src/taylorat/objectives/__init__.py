@@ -3,7 +3,8 @@
 from .at import at_taylor_from_outputs
 from .awp import AWP
 from .mart import mart_taylor_from_outputs
-from .method import BASES, METHODS, ORDER_DEFAULTS, Method, PairForward, Threat, split_name
+from .method import BASES, METHODS, ORDER_DEFAULTS, Method, Threat, split_name
+from .pair import PairForward
 from .taylor import TaylorTerms, default_c, head_grad_rowsums, kl_to_target, soft_targets, taylor_terms
 from .combine import LossParts, with_taylor
 from .trades import trades_taylor_from_outputs, trades_taylor_loss

@@ -2,7 +2,7 @@
 
 ``L = (1−η)·CE(z', y) + η·first + η2·second``: the cross-entropy of the adversarial logits
 ``z'`` (from a CE-PGD attack), plus the Taylor terms built from one clean and one adversarial
-forward pass (DESIGN §1). With ``η = η2 = 0`` it is plain AT and the clean pass is skipped.
+forward pass (docs/method.md §6). With ``η = η2 = 0`` it is plain AT and the clean pass is skipped.
 """
 
 from __future__ import annotations

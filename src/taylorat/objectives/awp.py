@@ -1,4 +1,4 @@
-"""Adversarial weight perturbation (Wu et al., NeurIPS 2020), as the AWP-TRADES reference code.
+"""Adversarial weight perturbation (Wu et al., NeurIPS 2020), as the AWP-TRADES reference code (docs/method.md §6).
 
 After the adversarial batch is found, a proxy copy of the model (so the model's BatchNorm
 statistics are untouched) takes one gradient-ascent step on the base loss without Taylor

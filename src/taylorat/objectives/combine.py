@@ -58,7 +58,7 @@ def with_taylor(
     y: torch.Tensor,
     stats_reduce=None,
 ) -> LossParts:
-    """Combine a base loss with the Taylor terms of ``outputs = (z, h, z', h')`` (DESIGN §1)."""
+    """Combine a base loss with the Taylor terms of ``outputs = (z, h, z', h')`` (docs/method.md §3–§5)."""
     eta2 = resolve_eta2(eta, eta2)
     check_weights(beta, eta, eta2, compat)
     z, h, za, ha = outputs

@@ -1,4 +1,4 @@
-"""MART (Wang et al., ICLR 2020) with the Taylor terms.
+"""MART (Wang et al., ICLR 2020) with the Taylor terms (docs/method.md §6).
 
 With clean and adversarial probabilities ``p, p'`` and ``k* = argmax_{k≠y} p'_k``:
 

@@ -14,6 +14,7 @@ Names are ``BASE`` or ``BASE+1st`` or ``BASE+1st+2nd`` with BASE one of ``trades
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import eval_mode, pgd
-from ..attacks.pgd import check_threat
+from ..attacks.pgd import PROJECTIONS, check_threat
 from .at import at_taylor_from_outputs
+from .bn_passes import TRADES, TRADES_TAYLOR
 from .mart import mart_taylor_from_outputs
 from .combine import LossParts, check_weights, resolve_eta2
+from .pair import PairForward
 from .trades import trades_taylor_from_outputs
 from .weight_noise import SCOPES, randomized_weights
 
@@ -44,15 +47,27 @@ def split_name(name: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Threat:
-    """Training-attack settings: l_inf 8/255 with step 2/255 (l_2: 128/255, 15/255), K=10."""
+    """Training-attack settings: l_inf 8/255 with step 2/255 (l_2: 128/255, 15/255), K=10.
+
+    ``mode``: the model's mode while the attack runs — ``eval`` (TRADES, the paper) or ``train``
+    (the AT reference code of Rice et al. / AWP, whose attack passes also move BatchNorm's
+    running statistics). ``projection``: see :func:`taylorat.attacks.project` (TRADES' ℓ2 code
+    clips to [0,1] before the ball: ``box_then_ball``).
+    """
 
     norm: str = "linf"
     eps: float = 8 / 255
     step: float = 2 / 255
     steps: int = 10
+    mode: str = "eval"
+    projection: str = "ball_then_box"
 
     def __post_init__(self):
         check_threat(self.eps, self.step, self.steps, self.norm)
+        if self.mode not in ("eval", "train"):
+            raise ValueError(f"attack mode must be eval or train, got {self.mode!r}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {self.projection!r}; use one of {', '.join(PROJECTIONS)}")
 
 
 @dataclass(frozen=True)
@@ -81,19 +96,33 @@ class Method:
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
                 generator: torch.Generator | None = None, rows: tuple[int, int, int] | None = None) -> torch.Tensor:
-        """The adversarial batch, found on randomized weights in eval mode (model mode restored).
+        """The adversarial batch, found on randomized weights in eval mode (model mode restored;
+        ``threat.mode="train"``: in the mode the model is in, as the AT reference).
 
         ``y`` is needed by the cross-entropy attacks (at, mart), not by TRADES' KL attack;
         ``rows`` places a data-parallel shard in its global batch (see ``attacks.random_start``).
         """
         t = self.threat
-        kw = dict(eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, init_std=0.001, generator=generator, rows=rows)
-        with eval_mode(model), randomized_weights(model, self.noise_std, self.noise_scope, generator):
+        kw = dict(eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, init_std=0.001, generator=generator, rows=rows,
+                  projection=t.projection)
+        mode = eval_mode(model) if t.mode == "eval" else nullcontext()
+        with mode, randomized_weights(model, self.noise_std, self.noise_scope, generator):
             if self.base in ("trades", "awp-trades"):
                 with torch.no_grad():
                     p_nat = F.softmax(model(x).float(), dim=1)
                 return pgd(model, x, loss="kl", start="normal", target_probs=p_nat, **kw)
             return pgd(model, x, y, loss="ce", start="uniform" if self.base == "at" else "normal", **kw)
+
+    def bn_passes(self, taylor: bool = True) -> str | None:
+        """The reference's train-mode pass sequence whose BatchNorm updates a step reproduces.
+
+        Only under ``compat="reference"`` and for the TRADES base: ``"cac"`` (TRADES' ``trades.py``)
+        or ``"caacacac"`` (the authors' TRADES+Taylor step); None otherwise (one clean and one
+        adversarial pass, as MART, AT and the AWP reference). See docs/method.md §7.
+        """
+        if self.compat != "reference" or self.base != "trades":
+            return None
+        return TRADES_TAYLOR if taylor and self.taylor else TRADES
 
     def needs_clean_pass(self, taylor: bool = True) -> bool:
         """Every base but plain AT (Madry et al. train on the adversarial batch alone)."""
@@ -116,25 +145,5 @@ class Method:
     def loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
              taylor: bool = True) -> LossParts:
         """The base loss (+ Taylor terms unless ``taylor=False``) from one forward pass per input."""
-        return self.loss_from_outputs(PairForward(model, self.needs_clean_pass(taylor))(x, x_adv), y, taylor)
-
-
-class PairForward(nn.Module):
-    """``(x, x') -> (z, h, z', h')``: one train-mode pass for each input, clean first as TRADES.
-
-    One module call per step, so that DistributedDataParallel sees the step as one forward.
-    ``clean=False`` skips the clean pass (plain AT) and returns ``None`` for ``z, h``.
-    """
-
-    def __init__(self, model: nn.Module, clean: bool = True):
-        super().__init__()
-        self.model = model
-        self.clean = clean
-
-    def forward(self, x: torch.Tensor, x_adv: torch.Tensor):
-        z = h = None
-        if self.clean:
-            h = self.model.forward_features(x)
-            z = self.model.head(h)
-        ha = self.model.forward_features(x_adv)
-        return z, h, self.model.head(ha), ha
+        forward = PairForward(model, self.needs_clean_pass(taylor), self.bn_passes(taylor))
+        return self.loss_from_outputs(forward(x, x_adv), y, taylor)

@@ -1,4 +1,4 @@
-"""The first- and second-order Taylor terms of randomized adversarial training (DESIGN §1).
+"""The first- and second-order Taylor terms of randomized adversarial training (docs/method.md §3–§5).
 
 With batch size B, C classes, head ``W ∈ R^{C×D}``, features ``h`` and softmax ``p``:
 
@@ -37,13 +37,13 @@ def default_c(num_classes: int) -> float:
 
 
 def head_grad_rowsums(probs: torch.Tensor, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``g_j = Σ_i ∂CE/∂W_ji = (1/B) Σ_b (p_bj − [y_b = j]) Σ_i h_bi`` for the batch-mean CE."""
+    """``g_j = Σ_i ∂CE/∂W_ji = (1/B) Σ_b (p_bj − [y_b = j]) Σ_i h_bi`` for the batch-mean CE (docs/method.md §4)."""
     resid = probs - F.one_hot(y, probs.shape[1]).to(probs.dtype)
     return (resid * features.sum(dim=1, keepdim=True).to(probs.dtype)).mean(dim=0)
 
 
 def soft_targets(v: torch.Tensor, c: float | None = None) -> torch.Tensor:
-    """The C×C soft-target matrix of DESIGN §1 for a C-vector ``v`` (rows sum to 1, diagonal 1−c)."""
+    """The C×C soft-target matrix of docs/method.md §5 for a C-vector ``v`` (rows sum to 1, diagonal 1−c)."""
     n = v.shape[0]
     c = default_c(n) if c is None else c
     v = v - v.min()
@@ -84,7 +84,7 @@ def taylor_terms(
     need_second: bool = True,
     stats_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TaylorTerms:
-    """First and second Taylor terms from one forward pass per input (DESIGN §1).
+    """First and second Taylor terms from one forward pass per input (docs/method.md §3–§5).
 
     ``stats_reduce`` maps this batch's head statistic ``g`` to the one used (data-parallel
     training: the batch-size-weighted mean over ranks, i.e. the statistic of the global batch).

@@ -1,6 +1,6 @@
 """TRADES with the Taylor terms: the outer-minimisation loss of randomized adversarial training.
 
-``L = (1−η)·CE(z, y) + β·KL(p ‖ p') + η·first + η2·second`` (DESIGN §1), where ``z, p`` come
+``L = (1−η)·CE(z, y) + β·KL(p ‖ p') + η·first + η2·second`` (docs/method.md §3), where ``z, p`` come
 from the clean images and ``z', p'`` from the adversarial ones, each through one forward pass
 of the model in train mode. ``KL(p ‖ p') = (1/B) Σ_b Σ_j p_bj (log p_bj − log p'_bj)`` as in
 TRADES (β = 1/λ = 6). ``η = 0`` is plain TRADES, term for term.
@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bn_passes import TRADES_TAYLOR
 from .combine import LossParts, check_weights, resolve_eta2, with_taylor  # noqa: F401 (re-exported)
+from .pair import PairForward
 
 
 def trades_taylor_from_outputs(
@@ -52,12 +54,11 @@ def trades_taylor_loss(
     One forward pass each for ``x`` and ``x_adv`` through ``model.forward_features`` and
     ``model.head``; the head statistics come in closed form from those passes (no extra backward
     pass, no model copy). ``eta2=None`` means η/2; ``eta=0, eta2=0`` is plain TRADES;
-    ``compat="reference"`` uses the authors' code's second-order targets. Returns the loss, or
+    ``compat="reference"`` uses the authors' code's second-order targets and leaves BatchNorm's
+    running statistics where the authors' eight train-mode passes leave them (docs/method.md §7).
+    Returns the loss, or
     ``(loss, LossParts)`` with ``return_parts=True``.
     """
-    h = model.forward_features(x)
-    z = model.head(h)
-    ha = model.forward_features(x_adv)
-    za = model.head(ha)
+    z, h, za, ha = PairForward(model, True, TRADES_TAYLOR if compat == "reference" else None)(x, x_adv)
     parts = trades_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat)
     return (parts.loss, parts) if return_parts else parts.loss

@@ -1,6 +1,6 @@
 """Randomized weights for the inner maximisation: the attack runs on ``w + u``, ``u ~ N(0, σ²)``.
 
-One sample ``u`` per minibatch (paper Alg. 1). Scopes: ``conv`` (every convolution weight, the
+One sample ``u`` per minibatch (paper Alg. 1; docs/method.md §2). Scopes: ``conv`` (every convolution weight, the
 authors' code, σ = 1e-4), ``weights`` (convolution and linear weights), ``all`` (every
 parameter) or ``none``. The weights are restored by copying the saved values back, so they are
 bit-for-bit what they were (never ``+u−u``).

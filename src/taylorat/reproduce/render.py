@@ -10,9 +10,12 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-METRICS = (("clean", "clean"), ("pgd20", "PGD-20"), ("cw20", "CW-20"), ("aa", "AutoAttack"),
-           ("transfer_pgd20", "black-box PGD-20"), ("transfer_cw20", "black-box CW-20"), ("rays", "RayS"),
-           ("adbd", "ADBD"))
+from ..evaluate import labels
+
+
+def metric_names() -> tuple[tuple[str, str], ...]:
+    """(key, column title) of every number a study row can hold: the registered attacks, then ADBD."""
+    return tuple(labels().items()) + (("adbd", "ADBD"),)
 
 
 def _stats(vals: list[float]) -> tuple[float, float]:
@@ -27,7 +30,7 @@ def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[s
         if not rs:
             continue
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
-        for key, _ in METRICS + (("gap", ""),):
+        for key, _ in metric_names() + (("gap", ""),):
             vals = ([r["pgd20_on_aa_images"] - r["aa"] for r in rs if "aa" in r and "pgd20_on_aa_images" in r]
                     if key == "gap" else [r[key] for r in rs if isinstance(r.get(key), (int, float))])
             if vals:
@@ -45,7 +48,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
         return render_table(results, study)
     runs, labels = results["runs"], study.labels()
     summary = summarise(runs, labels)
-    present = [m for m in METRICS if any(m[0] in s for s in summary.values())]
+    present = [m for m in metric_names() if any(m[0] in s for s in summary.values())]
     base = results["config"]["resolved"]
     ev = study.evaluate
     n_aa = max((r.get("n_aa", 0) for r in runs), default=0)
@@ -67,7 +70,8 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
               f"({e['n']} images)",
               f"- evaluation on the first {ev.n} test images: clean, PGD-20 and CW-20 (ε={_eps(runs):.4g}, "
               f"step {_step(runs):.4g}, uniform random start)"
-              + (f", AutoAttack standard (pyautoattack, seed {ev.seed}) on the first {n_aa} of them" if n_aa else ""),
+              + (f", AutoAttack standard (pyautoattack, seed {ev.seed}, ε={_eps(runs, 'aa'):.4g}) on the first "
+                 f"{n_aa} of them" if n_aa else ""),
               "- methods: " + "; ".join(f"`{m['label']}` ({_method_desc(m)})" for m in study.methods),
               f"- seeds: {', '.join(str(s) for s in study.seeds)}",
               f"- ran on: {_env(results)}", ""]
@@ -92,8 +96,12 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     return "\n".join(lines)
 
 
-def _eps(runs):
-    return runs[0]["settings"]["eps"] if runs else float("nan")
+def _eps(runs, attack: str = "pgd20"):
+    """The radius ``attack`` ran at (records from before per-attack radii ran every attack at ``eps``)."""
+    if not runs:
+        return float("nan")
+    s = runs[0]["settings"]
+    return (s.get("attack_eps") or {}).get(attack, s["eps"])
 
 
 def _step(runs):
@@ -165,7 +173,7 @@ def render_table(results: dict[str, Any], study: Any) -> str:
     runs = results["runs"]
     summary = summarise(runs, study.labels())
     cols = [c for c in study.columns]
-    names = dict(METRICS)
+    names = dict(metric_names())
     lines = [f"# {results['title']}", ""]
     if study.description:
         lines += [f"Paper: {study.description.strip()}", ""]
@@ -210,8 +218,18 @@ def render_table(results: dict[str, Any], study: Any) -> str:
               f"- evaluation on the first {study.evaluate.n} test images"
               + (f" (AutoAttack on the first {study.evaluate.n_aa})" if "aa" in study.evaluate.attacks else "")
               + f"; attacks: {', '.join(study.evaluate.attacks)}",
+              f"- ε per attack: {_eps_line(runs)}",
               "- every number above is read from `results.json`, written by the same command", ""]
     return "\n".join(lines)
+
+
+def _eps_line(runs: list[dict[str, Any]]) -> str:
+    """``pgd20 0.031, cw20 0.031, aa 0.03137`` from the first run's record (none yet: not run)."""
+    if not runs:
+        return "not run yet (ℓ∞ defaults: PGD-20 and CW-20 0.031, AutoAttack 8/255)"
+    s = runs[0]["settings"]
+    per = s.get("attack_eps") or {a: s["eps"] for a in s.get("attacks", [])}
+    return ", ".join(f"{k} {v:.5g}" for k, v in per.items())
 
 
 def _env(results: dict[str, Any]) -> str:

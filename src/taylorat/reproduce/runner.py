@@ -19,24 +19,39 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
-from ..evaluate import evaluate
+from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
 from ..train import train
 from ..train.trainer import resolve_device
 from .render import render_readme
-from .study import METRICS, RunSpec, Study, slug
+from .study import RunSpec, Study, metrics, slug
 
 
 def _eval_settings(study: Study, run: RunSpec) -> dict[str, Any]:
+    """What the evaluation of one run does; a cached eval.json is reused only when this matches."""
     e = study.evaluate
     cfg = run.config
+    norm = e.norm or cfg.attack.norm
+    eps = e.eps if e.eps is not None else eps_from_run(norm, cfg.eval.eps)
+    step = e.step if e.step is not None else (cfg.eval.step if norm == cfg.attack.norm else None)
+    rows = [a for a in expand(e.attacks) if get_attack(a).row]
     out = {"n": e.n, "n_aa": e.n_aa if "aa" in e.attacks else 0, "attacks": e.attacks,
-           "eps": cfg.eval.eps if e.eps is None else e.eps, "step": cfg.eval.step if e.step is None else e.step,
-           "norm": e.norm or cfg.attack.norm, "seed": e.seed, "checkpoint": "best"}
+           "eps": attack_eps("pgd20", norm, eps, e.attack_eps), "step": step,
+           "norm": norm, "seed": e.seed, "checkpoint": "best",
+           "attack_eps": {a: attack_eps(a, norm, eps, e.attack_eps) for a in rows if a != "clean"}}
     if "rays" in e.attacks:
         out.update(rays_queries=e.rays_queries, n_rays=e.n_rays or e.n)
     if "transfer" in e.attacks and run.surrogate:
         out["surrogate"] = run.surrogate
+    if e.last:
+        out["last"] = list(e.last)
     return out
+
+
+def _same_settings(prev: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Equal settings; a record from before per-attack radii ran every attack at its ``eps``."""
+    if "attack_eps" not in prev and "eps" in prev:
+        prev = {**prev, "attack_eps": {a: prev["eps"] for a in now.get("attack_eps", {})}}
+    return prev == now
 
 
 def environment(device) -> dict[str, Any]:
@@ -49,52 +64,67 @@ def _best(run: RunSpec, device) -> tuple[Any, dict[str, Any]]:
     return ckpt.load_model(Path(run.config.out_dir) / "best.safetensors", device)
 
 
+def _subset_sizes(settings: dict[str, Any]) -> dict[str, int]:
+    """How many test images each attack sees: ``n``, AutoAttack ``n_aa``, RayS ``n_rays``."""
+    sizes = {a: settings["n"] for a in expand(settings["attacks"]) if a not in ("aa", "rays")}
+    if settings["n_aa"]:
+        sizes["aa"] = settings["n_aa"]
+    if "rays" in settings["attacks"]:
+        sizes["rays"] = settings["n_rays"]
+    return sizes
+
+
 def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
                  surrogate: RunSpec | None = None) -> dict[str, Any]:
-    """Evaluate one finished run's best checkpoint (or reuse its eval.json)."""
+    """Evaluate one finished run's best checkpoint (and ``last`` when asked), or reuse its eval.json."""
     out = Path(run.config.out_dir)
     settings = _eval_settings(study, run)
     cached = out / "eval.json"
     if cached.exists():
         prev = json.loads(cached.read_text())
-        if prev.get("settings") == settings:
+        if _same_settings(prev.get("settings", {}), settings):
             return prev
     device = resolve_device(run.config.device)
     model, meta = _best(run, device)
     d = run.config.data
     ds = datasets.load(d.dataset, d.data_dir, download=False, **d.options)
     t = time.time()
-    kw = dict(eps=settings["eps"], step=settings["step"], norm=settings["norm"], seed=settings["seed"],
-              batch_size=study.evaluate.batch_size, progress=progress)
-    white = [a for a in settings["attacks"] if a in ("clean", "pgd20", "cw20")]
-    if "transfer" in settings["attacks"] and run.surrogate:
-        white.append("transfer")
+    kw = dict(step=settings["step"], norm=settings["norm"], seed=settings["seed"], eps_by_attack=settings["attack_eps"],
+              batch_size=study.evaluate.batch_size, progress=progress, rays_queries=settings.get("rays_queries", 0))
+    if "surrogate" in settings:
         sur_model, _ = _best(surrogate, device)
-        kw_t = dict(surrogate=sur_model, surrogate_id=f"{surrogate.label}/seed{surrogate.seed}",
-                    cache_dir=Path(surrogate.config.out_dir) / "transfer_cache")
-    else:
-        kw_t = {}
-    res = evaluate(model, ds, white, n=settings["n"], **kw, **kw_t)
-    row: dict[str, Any] = {k: round(v, 2) for k, v in res.results.items()}
-    row["n"] = res.n
-    warnings, flags = list(res.warnings), list(res.flags)
-    if settings["n_aa"]:
-        aa = evaluate(model, ds, ["aa"], n=settings["n_aa"], **kw)
-        row["aa"] = round(aa.results["aa"], 2)
-        row["n_aa"] = aa.n
-        m = settings["n_aa"]
-        if "pgd20" in res.correct:  # PGD-20 on exactly the AutoAttack images, for an honest gap
-            row["pgd20_on_aa_images"] = round(100.0 * res.correct["pgd20"][:m].float().mean().item(), 2)
-        if "clean" in res.correct:
-            row["clean_on_aa_images"] = round(100.0 * res.correct["clean"][:m].float().mean().item(), 2)
-        row["aa_per_attack"] = aa.extra.get("aa_per_attack", {})
-        warnings += aa.warnings
-    if "rays" in settings["attacks"]:
-        rays = evaluate(model, ds, ["rays"], n=settings["n_rays"], rays_queries=settings["rays_queries"], **kw)
-        row["rays"] = round(rays.results["rays"], 2)
-        row["adbd"] = rays.extra.get("rays_adbd")
-        row["n_rays"] = rays.n
+        kw.update(surrogate=sur_model, surrogate_id=f"{surrogate.label}/seed{surrogate.seed}",
+                  cache_dir=Path(surrogate.config.out_dir) / "transfer_cache")
+    sizes = _subset_sizes(settings)
+    row: dict[str, Any] = {}
+    warnings: list[str] = []
+    flags: list[str] = []
+    correct: dict[str, Any] = {}
+    for n in sorted(set(sizes.values()), reverse=True):  # largest subset first; the others are its prefixes
+        res = evaluate(model, ds, [a for a, m in sizes.items() if m == n], n=n, **kw)
+        row.update({k: round(v, 2) for k, v in res.results.items()})
+        correct.update(res.correct)
+        warnings += [w for w in res.warnings if w not in warnings]
+        flags += res.flags
+        if n == settings["n"]:
+            row["n"] = res.n
+        if "aa" in res.results:
+            row["n_aa"] = res.n
+            row["aa_per_attack"] = res.extra.get("aa_per_attack", {})
+        if "rays" in res.results:
+            row["adbd"] = res.extra.get("rays_adbd")
+            row["n_rays"] = res.n
+    if "aa" in correct:  # clean and PGD-20 on exactly the AutoAttack images, for an honest gap
+        m = row["n_aa"]
+        for k in ("pgd20", "clean"):
+            if k in correct:
+                row[f"{k}_on_aa_images"] = round(100.0 * correct[k][:m].float().mean().item(), 2)
     summary = json.loads((out / "summary.json").read_text())
+    if settings.get("last"):
+        last_model, last_meta = ckpt.load_model(out / "last.safetensors", device)
+        res = evaluate(last_model, ds, settings["last"], n=settings["n"], **kw)
+        row["last"] = {k: round(v, 2) for k, v in res.results.items()}
+        row["last_epoch"] = last_meta.get("epoch")
     record = {"method": run.label, "seed": run.seed, **row, "environment": environment(device),
               "best_epoch": meta.get("epoch"), "train_seconds": round(summary["train_seconds"], 1),
               "eval_seconds": round(time.time() - t, 1), "settings": settings, "warnings": warnings, "flags": flags,
@@ -113,7 +143,7 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
         t = time.time()
         train(run.config, resume=True, log=log)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
-        shown = ", ".join(f"{k} {rec[k]:.2f}" for k in METRICS if isinstance(rec.get(k), (int, float)))
+        shown = ", ".join(f"{k} {rec[k]:.2f}" for k in metrics() if isinstance(rec.get(k), (int, float)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {shown} ({time.time() - t:.0f}s this session)")
     return write_results(study, collect(study, runs_dir), out, runs_dir, command)
 

@@ -10,7 +10,8 @@ runs:                  # one entry per row
      paper: {clean: 83.19, pgd20: 53.98}, surrogate: "..."} # the paper's numbers; transfer source
 seeds: [0, 1, 2]
 columns: [clean, pgd20, cw20, aa]                           # what the rendered table shows
-evaluate: {n: 1000, attacks: [clean, pgd20, cw20, aa], n_aa: 500, eps: 0.1, step: 0.01, seed: 0}
+evaluate: {n: 1000, attacks: [clean, pgd20, cw20, aa], n_aa: 500, eps: 0.1, step: 0.01, seed: 0,
+           attack_eps: {aa: 0.1}, last: [clean, pgd20, cw20]}  # per-attack ε; attacks on `last` too
 context: [...]                                              # other papers' rows, shown as printed
 ```
 
@@ -28,14 +29,19 @@ from typing import Any
 
 import yaml
 
+from ..evaluate import available_attacks, labels
 from ..train import Config, ConfigError, from_dict
 from ..train.config import parse_overrides
 
 STUDY_KEYS = ("name", "title", "caption", "description", "base", "runs", "seeds", "evaluate", "columns", "context")
 RUN_KEYS = ("label", "config", "surrogate", "paper", "baseline")
-EVAL_KEYS = ("n", "attacks", "n_aa", "eps", "step", "norm", "seed", "batch_size", "rays_queries", "n_rays")
-RUN_ATTACKS = ("clean", "pgd20", "cw20", "aa", "transfer", "rays")
-METRICS = ("clean", "pgd20", "cw20", "aa", "transfer_pgd20", "transfer_cw20", "rays", "adbd")
+EVAL_KEYS = ("n", "attacks", "n_aa", "eps", "step", "norm", "seed", "batch_size", "rays_queries", "n_rays",
+             "attack_eps", "last")
+
+
+def metrics() -> tuple[str, ...]:
+    """What a study row can report: every registered attack with a row, and RayS' ADBD."""
+    return tuple(labels()) + ("adbd",)
 TABLES_DIR = Path(__file__).with_name("tables")
 SHORT_EPOCHS = 30
 
@@ -69,6 +75,8 @@ class EvalSpec:
     batch_size: int | None = None
     rays_queries: int = 10_000
     n_rays: int | None = None  # None: n
+    attack_eps: dict = field(default_factory=dict)  # radius of single attacks, e.g. {aa: 0.1}
+    last: list[str] = field(default_factory=list)  # attacks also run on the `last` checkpoint (n images)
 
 
 @dataclass
@@ -183,9 +191,9 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
         for ref in ("surrogate", "baseline"):
             if m.get(ref) and m[ref] not in labels:
                 raise ConfigError(f"run {m['label']!r}: {ref} {m[ref]!r} is not a run of this study")
-        bad = [k for k in (m.get("paper") or {}) if k not in METRICS]
+        bad = [k for k in (m.get("paper") or {}) if k not in metrics()]
         if bad:
-            raise ConfigError(f"run {m['label']!r}: paper metric {bad[0]!r} is not one of {', '.join(METRICS)}")
+            raise ConfigError(f"run {m['label']!r}: paper metric {bad[0]!r} is not one of {', '.join(metrics())}")
     seed_list = values.get("seeds", [0]) if seeds is None else list(range(seeds))
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -198,9 +206,12 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
     spec = EvalSpec(**ev)
     if spec.n_aa is None:
         spec.n_aa = spec.n
-    bad = [a for a in spec.attacks if a not in RUN_ATTACKS]
-    if bad:
-        raise ConfigError(f"study evaluate.attacks: {bad[0]!r} is not one of {', '.join(RUN_ATTACKS)}")
+    for key in ("attacks", "last"):
+        bad = [a for a in getattr(spec, key) if a not in available_attacks()]
+        if bad:
+            raise ConfigError(f"study evaluate.{key}: {bad[0]!r} is not one of {', '.join(available_attacks())}")
+    if not isinstance(spec.attack_eps, dict) or any(a not in available_attacks() for a in spec.attack_eps):
+        raise ConfigError(f"study evaluate.attack_eps must map attack names to radii, got {spec.attack_eps!r}")
     if spec.n < 1 or spec.n_aa < 0 or ("aa" in spec.attacks and spec.n_aa > spec.n):
         raise ConfigError(f"study evaluate needs n >= 1 and 0 <= n_aa <= n, got n={spec.n}, n_aa={spec.n_aa}")
     if "transfer" in spec.attacks and not any(m.get("surrogate") for m in methods):

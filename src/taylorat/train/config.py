@@ -19,6 +19,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from ..objectives.method import METHODS, ORDER_DEFAULTS, split_name
+from ..attacks.pgd import PROJECTIONS
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
 
@@ -63,6 +64,8 @@ class AttackConfig:
     eps: float = 8 / 255
     step: float = 2 / 255
     steps: int = 10
+    mode: str = "eval"  # eval (TRADES, the paper) | train (the AT reference's attack, BN statistics move)
+    projection: str = "ball_then_box"  # | box_then_ball (TRADES' l2 code: clip to [0,1], then into the ball)
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Config:
     channels_last: bool = False
     compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's features
     sync_bn: bool = False  # torchrun: SyncBatchNorm (BN statistics over the global batch)
-    taylor_stats: str = "local"  # torchrun: head statistics per rank (local, as the reference) or global
+    taylor_stats: str = "global"  # torchrun: head statistics of the global batch (as the reference) | local (per rank)
     checkpoints: str = "paper"  # paper | none: extra checkpoints on the paper's App. B.2 schedule
     log_every: int = 20
     progress: bool = True
@@ -315,6 +318,8 @@ def validate(cfg: Config) -> None:
     for sec, name in ((cfg.attack, "attack"), (cfg.eval, "eval")):
         if name == "attack":
             _choice(sec.norm, ("linf", "l2"), "attack.norm")
+            _choice(sec.mode, ("eval", "train"), "attack.mode")
+            _choice(sec.projection, PROJECTIONS, "attack.projection")
         _check(finite(sec.eps) and sec.eps >= 0, f"{name}.eps must be >= 0, got {sec.eps}")
         _check(not (getattr(sec, "norm", "linf") == "linf" and sec.eps > 1),
                f"{name}.eps={sec.eps} exceeds the [0,1] pixel range; write it in [0,1] units, e.g. 8/255")

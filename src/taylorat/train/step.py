@@ -55,8 +55,9 @@ def train_step(
              if awp else None)
     with AWP.applied(model, v):  # the loss on w + v, its gradient applied to w
         with autocast:
-            forward = pair if pair is not None else PairForward(model, method.needs_clean_pass())
-            parts = method.loss_from_outputs(forward(x, x_adv), y,
+            if pair is None:
+                pair = PairForward(model, method.needs_clean_pass(), method.bn_passes())
+            parts = method.loss_from_outputs(pair(x, x_adv), y,
                                              stats_reduce=reduce if global_stats else None)
         opt.zero_grad(set_to_none=True)
         (parts.loss * (dist.world * weight) if dist.enabled else parts.loss).backward()

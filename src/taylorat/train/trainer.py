@@ -39,6 +39,7 @@ from .step import train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name"}
+DATA_PARALLEL_ONLY = {"taylor_stats", "sync_bn"}
 METRICS = ("loss", "ce", "kl", "first", "second")
 
 
@@ -78,7 +79,8 @@ def build_method(cfg: Config) -> Method:
     r = cfg.resolved_method()
     a = cfg.attack
     keys = ("base", "beta", "eta", "eta2", "compat", "noise_std", "noise_scope")
-    return Method(threat=Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps), **{k: r[k] for k in keys})
+    threat = Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps, mode=a.mode, projection=a.projection)
+    return Method(threat=threat, **{k: r[k] for k in keys})
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -164,7 +166,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.pair = DDP(PairForward(self.model, self.method.needs_clean_pass()), device_ids=ids)
+            self.pair = DDP(PairForward(self.model, self.method.needs_clean_pass(), self.method.bn_passes()),
+                            device_ids=ids)
         self.schedule = set(paper_checkpoint_epochs(o.epochs)) if cfg.checkpoints == "paper" else set()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
@@ -198,6 +201,8 @@ class Trainer:
             except (ckpt.CheckpointError, yaml.YAMLError, KeyError) as e:
                 return f"{self.out} holds a damaged run ({str(e).splitlines()[0]}); choose another out_dir"
             diff = config_diff(stored, self.cfg.to_dict())
+            if not self.dist.enabled:  # keys that only act across ranks do not change a one-process run
+                diff = [k for k in diff if k not in DATA_PARALLEL_ONLY]
             if diff:
                 return (f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); choose "
                         "another out_dir or resume with the same config")
