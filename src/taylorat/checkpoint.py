@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import models
+from .common import InputError, atomic_write_bytes
 from .models import layouts
 
 FORMAT = "taylorat-checkpoint"
@@ -29,41 +29,8 @@ VERSION = 1
 MODEL_PREFIX = "model."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file that is missing, not a taylorat checkpoint, or does not fit the model."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -87,10 +54,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: b
     try:
         header_len = int.from_bytes(raw[:8], "little")
         if len(raw) < 8 or header_len > len(raw) - 8:
-            raise ValueError("truncated or not safetensors")
+            raise InputError("truncated or not safetensors")
         header = json.loads(raw[8 : 8 + header_len])
         if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
+            raise InputError("header is not a JSON object")
         data = st_load(raw) if tensors else {}
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .common import InputError, TayloratError
 
 EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE: an internal error, printed with its traceback
 
 
-class UserError(Exception):
-    """Bad input: printed as one line, exit code 2."""
+class UserError(InputError):
+    """Bad input on the command line: printed as one line, exit code 2."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,8 +42,14 @@ def _eval(args: argparse.Namespace) -> int:
 
     from . import checkpoint as ckpt
     from . import data as datasets
-    from .evaluate import evaluate, markdown_table, report_dict, report_markdown, write_report
-    from .train.trainer import resolve_device
+    from .common import resolve_device
+    from .evaluate import (
+        evaluate,
+        markdown_table,
+        report_dict,
+        report_markdown,
+        write_report,
+    )
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
@@ -88,7 +96,7 @@ def _eval(args: argparse.Namespace) -> int:
         table = markdown_table(rows, cols)
         print(table)
         if args.out:
-            from .checkpoint import atomic_write_text
+            from .common import atomic_write_text
 
             atomic_write_text(Path(args.out) / "summary.md", table + "\n")
     return 0
@@ -141,7 +149,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import runner, study as studies
+    from .reproduce import runner
+    from .reproduce import study as studies
 
     if args.list:
         for name, title in studies.list_tables():
@@ -191,7 +200,7 @@ def _landscape(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from . import data as datasets
     from .analysis import flatness_report, landscape_report, pgd_attack
-    from .train.trainer import resolve_device
+    from .common import as_float_images, resolve_device
 
     if args.images < 1:
         raise UserError(f"--images must be >= 1, got {args.images}")
@@ -211,7 +220,7 @@ def _landscape(args: argparse.Namespace) -> int:
     ds = datasets.load(name, args.data_dir or run_cfg.get("data", {}).get("data_dir", "./data"), download=False,
                        **(run_cfg.get("data", {}).get("options", {}) if not args.dataset else {}))
     n = args.images if args.flatness_images is None else max(args.images, args.flatness_images)
-    x = ds.test_x[:n].float().div(255).to(device)
+    x = as_float_images(ds.test_x[:n], device)
     y = ds.test_y[:n].to(device)
     eps = run_cfg.get("eval", {}).get("eps", 0.031)
     radius = args.radius if args.radius is not None else 2 * eps
@@ -358,9 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DatasetNotFoundError
-    from .train import ConfigError, RunDirError, TrainingDiverged
+    """Run the CLI. taylorat's own errors (bad input, a missing dataset, a run directory that holds
+    another run, a diverged loss) are one line; any other exception is a bug: its traceback is
+    printed with a request to report it."""
+    from .train import TrainingDiverged
     from .train.signals import Stopped
 
     argv = sys.argv[1:] if argv is None else argv
@@ -371,18 +381,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, ConfigError, RunDirError, CheckpointError, DatasetNotFoundError, ValueError) as e:
-        print(f"taylorat: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except TrainingDiverged as e:
         print(f"taylorat: error: {e}", file=sys.stderr)
         return 3
+    except TayloratError as e:
+        print(f"taylorat: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except Stopped as e:  # a clean stop on SIGTERM/SIGINT, checkpoint written
         print(f"taylorat: {e}", file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:
         print("taylorat: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - a bug: keep the traceback, ask for a report
+        import traceback
+
+        traceback.print_exc()
+        print(f"taylorat {__version__}: internal error (the traceback above); this is a bug in taylorat, please "
+              "report it with the command you ran", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write_bytes, atomic_write_text, load_model
+from ..checkpoint import load_model
+from ..common import InputError, atomic_write_bytes, atomic_write_text
 
 ModelLike = nn.Module | str | os.PathLike
 
@@ -27,11 +28,11 @@ def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torc
 def resolve_models(models: Mapping[str, ModelLike], device: torch.device | str | None = None) -> dict[str, nn.Module]:
     """``{label: model}``; checkpoint paths are loaded with ``taylorat.checkpoint.load_model``."""
     if not models:
-        raise ValueError("give at least one model as {label: model or checkpoint path}")
+        raise InputError("give at least one model as {label: model or checkpoint path}")
     out = {}
     for label, m in models.items():
         if not isinstance(label, str) or not label:
-            raise ValueError(f"model labels must be non-empty strings, got {label!r}")
+            raise InputError(f"model labels must be non-empty strings, got {label!r}")
         if isinstance(m, nn.Module):
             out[label] = m
         else:
@@ -43,12 +44,12 @@ def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
     """One-line ValueError unless x is a float (B, C, H, W) batch of [0,1] images with B labels."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a float tensor of [0,1] images of shape (B, C, H, W), got {got}")
+        raise InputError(f"x must be a float tensor of [0,1] images of shape (B, C, H, W), got {got}")
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"y must be a 1-D tensor of {len(x)} labels, got {got}")
+        raise InputError(f"y must be a 1-D tensor of {len(x)} labels, got {got}")
     if len(x) == 0:
-        raise ValueError("x holds no images")
+        raise InputError("x holds no images")
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -19,6 +19,8 @@ import math
 import os
 from typing import Any, Iterable
 
+from ..common import InputError
+
 DASH = "–"
 BASELINE = "trades"
 COLUMNS = ("model", "method", "precision", "ms/iter", "time/epoch (min)", "peak memory (MiB)",
@@ -36,9 +38,9 @@ def load_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except ValueError as e:
-                raise ValueError(f"{path}:{i} is not valid JSON ({e})") from None
+                raise InputError(f"{path}:{i} is not valid JSON ({e})") from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{i} holds a JSON {type(obj).__name__}, expected an object")
+                raise InputError(f"{path}:{i} holds a JSON {type(obj).__name__}, expected an object")
             out.append(obj)
     return out
 

@@ -30,7 +30,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import PGD, eval_mode
-from ._common import ModelLike, check_batch, model_device, resolve_models, save_figure, write_json
+from ..common import InputError
+from ._common import (
+    ModelLike,
+    check_batch,
+    model_device,
+    resolve_models,
+    save_figure,
+    write_json,
+)
 
 DEFAULT_ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 SCORE_ALPHA = 0.1
@@ -148,10 +156,10 @@ def weight_flatness(
     """
     check_batch(x, y)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+        raise InputError(f"draws must be an int >= 1, got {draws!r}")
     vals = [float(a) for a in alphas] + [0.0, float(score_alpha)]
     if not all(math.isfinite(a) and a >= 0 for a in vals):
-        raise ValueError(f"alphas and score_alpha must be finite numbers >= 0, got {list(alphas)}, {score_alpha}")
+        raise InputError(f"alphas and score_alpha must be finite numbers >= 0, got {list(alphas)}, {score_alpha}")
     grid = np.array(sorted(set(vals)), dtype=np.float64)
     device = model_device(model, x.device)
     x = x.detach().to(device, torch.float32)
@@ -202,7 +210,7 @@ def plot_flatness(results: Mapping[str, Flatness], path: str | Path, *, dpi: int
     from matplotlib.figure import Figure
 
     if not results:
-        raise ValueError("give at least one result as {label: Flatness}")
+        raise InputError("give at least one result as {label: Flatness}")
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for c, (label, r) in enumerate(results.items()):

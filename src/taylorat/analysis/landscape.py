@@ -28,7 +28,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import eval_mode
-from ._common import ModelLike, check_batch, model_device, resolve_models, save_figure, write_json, write_npz
+from ..common import InputError
+from ._common import (
+    ModelLike,
+    check_batch,
+    model_device,
+    resolve_models,
+    save_figure,
+    write_json,
+    write_npz,
+)
 
 DEFAULT_RADIUS = 2 * 0.031  # twice the l_inf budget eps = 0.031 (≈ 8/255): the threat ball and beyond
 DEFAULT_STEPS = 21
@@ -99,9 +108,9 @@ def sign_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 def _check(radius: float, steps: int) -> None:
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be a finite number > 0 (l_inf, in [0,1] pixel units), got {radius!r}")
+        raise InputError(f"radius must be a finite number > 0 (l_inf, in [0,1] pixel units), got {radius!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2 (odd to include the centre), got {steps!r}")
+        raise InputError(f"steps must be an int >= 2 (odd to include the centre), got {steps!r}")
 
 
 def input_landscape(
@@ -175,7 +184,7 @@ def plot_landscapes(
     from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  registers the 3-D projection
 
     if not landscapes:
-        raise ValueError("give at least one landscape as {label: Landscape}")
+        raise InputError("give at least one landscape as {label: Landscape}")
     rows, cols = len(landscapes), max(ls.loss.shape[0] for ls in landscapes.values())
     if zlim is None:
         lo = min(0.0, min(float(ls.loss.min()) for ls in landscapes.values()))

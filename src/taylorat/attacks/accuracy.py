@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..common import as_float_images
 from .attack import eval_mode
 
 
@@ -28,8 +29,7 @@ def correct_mask(
     out = []
     with eval_mode(model), torch.autocast(torch.device(device).type, enabled=False):
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+            xb = as_float_images(x[i : i + batch_size], device)
             yb = y[i : i + batch_size].to(device)
             if attack is not None:
                 xb = attack(xb, yb)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..common import InputError, require
 from .attack import Attack, eval_mode
 
 
@@ -42,11 +43,9 @@ _AFTER = re.compile(r"robust accuracy after (\S+): ([0-9.]+)%")
 
 
 def library_version() -> str:
-    try:
-        import pyautoattack
-    except ImportError:
-        raise RuntimeError("AutoAttack needs the maintained library: pip install pyautoattack") from None
-    return getattr(pyautoattack, "__version__", "unknown")
+    """The installed pyautoattack version; a one-line error naming the extra when it is missing."""
+    lib = require("pyautoattack", "aa", "AutoAttack")
+    return getattr(lib, "__version__", "unknown")
 
 
 class AutoAttack(Attack):
@@ -58,7 +57,7 @@ class AutoAttack(Attack):
                  seed: int = 0, batch_size: int = 250):
         super().__init__(model)
         if norm not in ("linf", "l2"):
-            raise ValueError(f"AutoAttack norm must be linf or l2, got {norm!r}")
+            raise InputError(f"AutoAttack norm must be linf or l2, got {norm!r}")
         self.eps, self.norm, self.version, self.seed, self.batch_size = eps, norm, version, seed, batch_size
         self.last: AutoAttackResult | None = None
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common import InputError
+
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "kl", "cw"]
 Start = Literal["uniform", "normal", "none"]
@@ -41,15 +43,15 @@ PROJECTIONS = ("ball_then_box", "box_then_ball")
 def check_threat(eps: float, step: float, steps: int, norm: str) -> None:
     """Raise a one-line ValueError for threat settings out of range."""
     if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+        raise InputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
     if norm == "linf" and eps > 1:
-        raise ValueError(f"l_inf eps={eps} exceeds the [0,1] pixel range; give eps in [0,1] units (e.g. 8/255)")
+        raise InputError(f"l_inf eps={eps} exceeds the [0,1] pixel range; give eps in [0,1] units (e.g. 8/255)")
     if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        raise InputError(f"steps must be an integer >= 0, got {steps!r}")
     if steps > 0 and not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
-        raise ValueError(f"step must be a finite number > 0, got {step!r}")
+        raise InputError(f"step must be a finite number > 0, got {step!r}")
 
 
 def attack_loss(
@@ -70,7 +72,7 @@ def attack_loss(
         true = logits.masked_select(onehot)
         other = logits.masked_fill(onehot, float("-inf")).amax(dim=1)
         return -torch.clamp(true - other + kappa, min=0).sum()
-    raise ValueError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
+    raise InputError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
 
 
 def _per_example_norm(v: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
     if order == "box_then_ball":
         x_adv = x_adv.clamp(0.0, 1.0)
     elif order != "ball_then_box":
-        raise ValueError(f"unknown projection {order!r}; use one of {', '.join(PROJECTIONS)}")
+        raise InputError(f"unknown projection {order!r}; use one of {', '.join(PROJECTIONS)}")
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-eps, eps)
@@ -121,7 +123,7 @@ def random_start(
             r = draw(torch.rand, (total,) + (1,) * (x.dim() - 1))
             delta = noise / _per_example_norm(noise).clamp_min(1e-12) * eps * r
     else:
-        raise ValueError(f"unknown random start {kind!r}; use one of {', '.join(STARTS)}")
+        raise InputError(f"unknown random start {kind!r}; use one of {', '.join(STARTS)}")
     return project(x + delta, x, eps, norm)
 
 
@@ -153,11 +155,11 @@ def pgd(
     """
     check_threat(eps, step, steps, norm)
     if projection not in PROJECTIONS:
-        raise ValueError(f"unknown projection {projection!r}; use one of {', '.join(PROJECTIONS)}")
+        raise InputError(f"unknown projection {projection!r}; use one of {', '.join(PROJECTIONS)}")
     if loss not in LOSSES:
-        raise ValueError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
+        raise InputError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
     if loss in ("ce", "cw") and y is None:
-        raise ValueError(f"attack loss {loss!r} needs labels y")
+        raise InputError(f"attack loss {loss!r} needs labels y")
     x = x.detach()
     with torch.enable_grad():
         if loss == "kl" and target_probs is None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..common import InputError
 from .attack import Attack, eval_mode
 
 
@@ -82,13 +83,13 @@ class RayS(Attack):
                  seed: int | None = 0, tol: float = 1e-3, atol: float = 0.0):
         super().__init__(model)
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 <= eps <= 1):
-            raise ValueError(f"eps must be a number in [0,1], got {eps!r}")
+            raise InputError(f"eps must be a number in [0,1], got {eps!r}")
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
-            raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
+            raise InputError(f"queries must be an integer >= 1, got {queries!r}")
         if not (isinstance(tol, (int, float)) and 0 <= tol < 1):
-            raise ValueError(f"tol must be a number in [0,1), got {tol!r}")
+            raise InputError(f"tol must be a number in [0,1), got {tol!r}")
         if not (isinstance(atol, (int, float)) and atol >= 0) or (tol == 0 and atol == 0):
-            raise ValueError(f"atol must be a number >= 0 (and tol or atol > 0), got {atol!r}")
+            raise InputError(f"atol must be a number >= 0 (and tol or atol > 0), got {atol!r}")
         self.eps, self.queries, self.early_stop = float(eps), queries, bool(early_stop)
         self.seed, self.tol, self.atol = seed, float(tol), float(atol)
 

@@ -7,17 +7,19 @@ from typing import Any
 
 import torch
 
+from ..common import InputError, TayloratError
+
 __all__ = ["Dataset", "DatasetNotFoundError", "DatasetFormatError"]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(TayloratError, FileNotFoundError):
     """The dataset's files are not on disk and could not be downloaded.
 
     The message is a single line that says which files to put where.
     """
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(InputError):
     """A dataset file exists but is truncated, corrupt or of the wrong kind.
 
     The message is a single line naming the file.
@@ -28,11 +30,11 @@ def _check_images(what: str, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype != torch.uint8:
-        raise ValueError(f"{what} must be uint8, got {x.dtype}")
+        raise InputError(f"{what} must be uint8, got {x.dtype}")
     if x.dim() != 4:
-        raise ValueError(f"{what} must be N x C x H x W, got shape {tuple(x.shape)}")
+        raise InputError(f"{what} must be N x C x H x W, got shape {tuple(x.shape)}")
     if x.device.type != "cpu":
-        raise ValueError(f"{what} must live on the CPU, got {x.device}")
+        raise InputError(f"{what} must live on the CPU, got {x.device}")
     return x.contiguous()
 
 
@@ -40,11 +42,11 @@ def _check_labels(what: str, y: torch.Tensor, n: int) -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(y).__name__}")
     if y.dtype != torch.int64:
-        raise ValueError(f"{what} must be int64, got {y.dtype}")
+        raise InputError(f"{what} must be int64, got {y.dtype}")
     if y.dim() != 1 or y.shape[0] != n:
-        raise ValueError(f"{what} must have shape ({n},), got {tuple(y.shape)}")
+        raise InputError(f"{what} must have shape ({n},), got {tuple(y.shape)}")
     if y.device.type != "cpu":
-        raise ValueError(f"{what} must live on the CPU, got {y.device}")
+        raise InputError(f"{what} must live on the CPU, got {y.device}")
     return y.contiguous()
 
 
@@ -80,14 +82,14 @@ class Dataset:
         self.train_y = _check_labels("train_y", self.train_y, self.train_x.shape[0])
         self.test_y = _check_labels("test_y", self.test_y, self.test_x.shape[0])
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"train and test images differ in shape: {tuple(self.train_x.shape[1:])} "
                 f"vs {tuple(self.test_x.shape[1:])}"
             )
         if int(self.num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+            raise InputError(f"num_classes must be >= 1, got {self.num_classes}")
         if int(self.pad) < 0:
-            raise ValueError(f"pad must be >= 0, got {self.pad}")
+            raise InputError(f"pad must be >= 0, got {self.pad}")
         self.num_classes = int(self.num_classes)
         self.pad = int(self.pad)
         self.crop = bool(self.crop)

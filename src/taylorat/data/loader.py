@@ -15,6 +15,8 @@ from typing import Iterator
 
 import torch
 
+from ..common import InputError
+
 __all__ = ["DeviceLoader", "EpochPlan", "to_float", "epoch_seed"]
 
 _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -23,7 +25,7 @@ _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
 def to_float(x_u8: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """uint8 images -> float32 in [0, 1] on the same device, in ``memory_format``."""
     if x_u8.dtype != torch.uint8:
-        raise ValueError(f"to_float expects uint8 images, got {x_u8.dtype}")
+        raise InputError(f"to_float expects uint8 images, got {x_u8.dtype}")
     return x_u8.to(dtype=torch.float32, memory_format=memory_format).div_(255)
 
 
@@ -80,20 +82,20 @@ class DeviceLoader:
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         if images_u8.dtype != torch.uint8 or images_u8.dim() != 4:
-            raise ValueError(
+            raise InputError(
                 f"images must be uint8 N x C x H x W, got {images_u8.dtype} {tuple(images_u8.shape)}"
             )
         labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.shape[0] != images_u8.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"labels must have shape ({images_u8.shape[0]},), got {tuple(labels.shape)}"
             )
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if int(pad) < 0:
-            raise ValueError(f"pad must be >= 0, got {pad}")
+            raise InputError(f"pad must be >= 0, got {pad}")
         if memory_format not in _MEMORY_FORMATS:
-            raise ValueError(
+            raise InputError(
                 f"memory_format must be torch.contiguous_format or torch.channels_last, got {memory_format}"
             )
         self.device = torch.device(device)
@@ -188,7 +190,7 @@ class DeviceLoader:
         examples (shares differ by at most one example, like ``torch.tensor_split``).
         """
         if not 0 <= rank < world:
-            raise ValueError(f"rank must be in [0, {world}), got {rank}")
+            raise InputError(f"rank must be in [0, {world}), got {rank}")
         p = self.plan(epoch)
         n, bs = self.num_examples, self.batch_size
         stop = (n // bs) * bs if self.drop_last else n

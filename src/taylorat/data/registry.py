@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import torch
 
+from ..common import InputError
 from .dataset import Dataset, DatasetNotFoundError
 from .idx import find_idx_files, load_idx_folder, missing_idx_files
 
@@ -121,7 +122,7 @@ def _check_options(name: str, options: dict[str, Any], accepted: dict[str, Any])
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         acc = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
-        raise ValueError(
+        raise InputError(
             f"unknown option(s) for dataset '{name}': {', '.join(unknown)}; accepted options: {acc}"
         )
     return {**accepted, **options}
@@ -348,7 +349,7 @@ def _load_synthetic(name: str, data_dir: Path, download: bool, options: dict[str
     for k, lo in (("n_train", 1), ("n_test", 1), ("num_classes", 2), ("channels", 1), ("image_size", 1)):
         v = opts[k]
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"synthetic option {k} must be an integer >= {lo}, got {v!r}")
+            raise InputError(f"synthetic option {k} must be an integer >= {lo}, got {v!r}")
         opts[k] = int(v)
     opts["seed"] = int(opts["seed"])
     k, c, s = opts["num_classes"], opts["channels"], opts["image_size"]
@@ -426,5 +427,5 @@ def load(name: str, data_dir: str | os.PathLike = "./data", download: bool = Tru
     """
     key = str(name).strip().lower().replace("-", "_")
     if key not in _LOADERS:
-        raise ValueError(f"unknown dataset '{name}'; available: {', '.join(available())}")
+        raise InputError(f"unknown dataset '{name}'; available: {', '.join(available())}")
     return _LOADERS[key](key, _data_dir(data_dir), bool(download), dict(options))

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..common import InputError
 from .dataset import Dataset
 
 __all__ = [
@@ -21,7 +22,7 @@ __all__ = [
 def _as_labels(y: torch.Tensor) -> torch.Tensor:
     y = torch.as_tensor(y)
     if y.dim() != 1:
-        raise ValueError(f"labels must be 1-D, got shape {tuple(y.shape)}")
+        raise InputError(f"labels must be 1-D, got shape {tuple(y.shape)}")
     return y.detach().to("cpu", torch.int64)
 
 
@@ -66,10 +67,10 @@ def stratified_subset(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     y = _as_labels(y)
     n = int(n)
     if n > y.numel():
-        raise ValueError(f"cannot choose {n} examples from {y.numel()}")
+        raise InputError(f"cannot choose {n} examples from {y.numel()}")
     classes, counts = torch.unique(y, sorted=True, return_counts=True)
     if n < classes.numel():
-        raise ValueError(
+        raise InputError(
             f"a stratified subset needs at least one example per class: n={n} < "
             f"{classes.numel()} classes"
         )
@@ -94,11 +95,11 @@ def holdout_indices(y: torch.Tensor, n_holdout: int, seed: int = 0) -> tuple[tor
     y = _as_labels(y)
     n_holdout = int(n_holdout)
     if n_holdout < 0:
-        raise ValueError(f"n_holdout must be >= 0, got {n_holdout}")
+        raise InputError(f"n_holdout must be >= 0, got {n_holdout}")
     if n_holdout == 0:
         return torch.arange(y.numel(), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     if n_holdout >= y.numel():
-        raise ValueError(
+        raise InputError(
             f"hold-out of {n_holdout} leaves no training examples (only {y.numel()})"
         )
     hold = stratified_subset(y, n_holdout, seed)
@@ -116,7 +117,7 @@ def holdout_split(
     ``n_holdout=0`` returns empty hold-out tensors (0 x C x H x W and (0,)).
     """
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+        raise InputError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
     train_idx, hold_idx = holdout_indices(y, n_holdout, seed)
     return x[train_idx], y[train_idx], x[hold_idx], y[hold_idx]
 
@@ -158,12 +159,12 @@ def prepare(ds: Dataset, train_subset: int | None = None, holdout: int = 0, seed
     try:
         train_idx, hold_idx = holdout_indices(ds.train_y, holdout, seed)
     except ValueError as e:
-        raise ValueError(f"holdout={holdout} for {ds.name} ({ds.train_x.shape[0]} training images, "
+        raise InputError(f"holdout={holdout} for {ds.name} ({ds.train_x.shape[0]} training images, "
                          f"{ds.num_classes} classes): {e}") from None
     if train_subset is not None:
         train_subset = int(train_subset)
         if train_subset > train_idx.numel():
-            raise ValueError(
+            raise InputError(
                 f"train_subset={train_subset} exceeds the {train_idx.numel()} training "
                 f"examples left after a hold-out of {int(holdout)}"
             )
@@ -171,7 +172,7 @@ def prepare(ds: Dataset, train_subset: int | None = None, holdout: int = 0, seed
         try:
             sub = stratified_subset(ds.train_y[train_idx], train_subset, seed + 7919)
         except ValueError as e:
-            raise ValueError(f"train_subset={train_subset} for {ds.name}: {e}") from None
+            raise InputError(f"train_subset={train_subset} for {ds.name}: {e}") from None
         train_idx = train_idx[sub]
     info = {
         "dataset": ds.name,

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import correct_mask
+from ..common import InputError, as_float_images
 
 REFERENCE_EPS = {"linf": 0.031, "l2": 128 / 255}  # TRADES' PGD-20 / CW-20 evaluation radius
 REFERENCE_STEP = {"linf": 0.003, "l2": 15 / 255}
@@ -81,8 +82,7 @@ class EvalContext:
 
     def images(self) -> torch.Tensor:
         """All images as float32 in [0,1] on the evaluation device."""
-        x = self.x.to(self.device)
-        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        return as_float_images(self.x, self.device)
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,9 @@ def register_attack(name: str, *, label: str | None = None, default_eps: dict[st
                     help: str = "") -> Callable:
     """Decorator: register ``fn(ctx) -> AttackResult`` as the evaluation attack ``name``."""
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
-        raise ValueError(f"attack name {name!r} must be lowercase letters, digits and _")
+        raise InputError(f"attack name {name!r} must be lowercase letters, digits and _")
     if name in _REGISTRY or name in ALIASES:
-        raise ValueError(f"attack {name!r} is already registered")
+        raise InputError(f"attack {name!r} is already registered")
 
     def deco(fn: Callable[[EvalContext], AttackResult]) -> Callable[[EvalContext], AttackResult]:
         _REGISTRY[name] = AttackSpec(name, fn, label or name, dict(default_eps or REFERENCE_EPS), tuple(norms),
@@ -137,7 +137,7 @@ def unregister_attack(name: str) -> None:
 def register_alias(name: str, members: Sequence[str]) -> None:
     """``name`` stands for several attacks (``transfer`` = ``transfer_pgd20, transfer_cw20``)."""
     if name in _REGISTRY:
-        raise ValueError(f"{name!r} is already an attack")
+        raise InputError(f"{name!r} is already an attack")
     ALIASES[name] = tuple(members)
 
 
@@ -155,7 +155,7 @@ def get_attack(name: str) -> AttackSpec:
     if name not in _REGISTRY:
         choices = available_attacks()
         close = difflib.get_close_matches(name, choices, n=1)
-        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(choices)}"
+        raise InputError(f"unknown attack {name!r}; choose from {', '.join(choices)}"
                          + (f" (did you mean {close[0]!r}?)" if close else ""))
     return _REGISTRY[name]
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_text
+from ..common import atomic_write_text
 from .suite import EvalResult
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")

@@ -22,8 +22,18 @@ import torch
 from torch import nn
 
 from ..attacks import eval_mode
+from ..common import InputError, as_float_images, check_unit_range
 from . import builtin  # noqa: F401  (registers the built-in attacks)
-from .registry import REFERENCE_EPS, REFERENCE_STEP, EvalContext, attack_eps, attack_specs, expand, get_attack
+from .registry import (
+    REFERENCE_EPS,
+    REFERENCE_STEP,
+    EvalContext,
+    attack_eps,
+    attack_specs,
+    expand,
+    get_attack,
+)
+
 
 @dataclass
 class EvalResult:
@@ -60,16 +70,14 @@ class _Autocast(nn.Module):
 def check_images(x: torch.Tensor, model: nn.Module) -> None:
     """Refuse images outside [0,1] (e.g. normalized ones) or of the wrong shape."""
     if hasattr(model, "check_input"):
-        model.check_input(x[:1].float() if x.dtype == torch.uint8 else x[:1])
-    if x.dtype != torch.uint8 and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"images must lie in [0,1] (got [{x.min().item():.3g}, {x.max().item():.3g}]); "
-                         "keep normalization inside the model")
+        model.check_input(as_float_images(x[:1]))
+    check_unit_range(x)
 
 
 def is_deterministic(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether two eval-mode forward passes give the same logits (a randomized model does not)."""
     with eval_mode(model), torch.no_grad():
-        xb = x.float() / 255 if x.dtype == torch.uint8 else x
+        xb = as_float_images(x)
         return torch.equal(model(xb), model(xb))
 
 
@@ -85,7 +93,7 @@ def as_tensors(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, st
         raise TypeError("data must be an (images, labels) pair or a taylorat Dataset")
     if n is not None:
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise InputError(f"n must be >= 1, got {n}")
         x, y = x[:n], y[:n]
     return x, y, f"first {len(y)} images of the {what}"
 
@@ -120,18 +128,18 @@ def evaluate(
     """
     names = expand(attacks)
     if norm not in REFERENCE_EPS:
-        raise ValueError(f"unknown norm {norm!r}; use linf or l2")
+        raise InputError(f"unknown norm {norm!r}; use linf or l2")
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
     options = {"surrogate": surrogate, "surrogate_id": surrogate_id, "cache_dir": cache_dir,
                "rays_queries": rays_queries, **options}
     for name in names:
         spec = get_attack(name)
         if norm not in spec.norms:
-            raise ValueError(f"{name} supports {', '.join(spec.norms)} only; use --norm {spec.norms[0]}")
+            raise InputError(f"{name} supports {', '.join(spec.norms)} only; use --norm {spec.norms[0]}")
         for need in spec.needs:
             if options.get(need) is None:
-                raise ValueError(f"the {name} attack needs a {need} model (--{need} CHECKPOINT)")
+                raise InputError(f"the {name} attack needs a {need} model (--{need} CHECKPOINT)")
     for name in eps_by_attack or {}:
         get_attack(name)
     device = next(model.parameters()).device

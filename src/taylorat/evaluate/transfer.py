@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..attacks import CW, PGD
+from ..common import as_float_images
 
 
 def _digest(*parts: Any) -> str:
@@ -65,8 +66,7 @@ def transfer_examples(
     out = []
     bar = tqdm(total=len(y), desc=f"surrogate {base}", leave=False, disable=not progress, unit="img")
     for i in range(0, len(y), batch_size):
-        xb = x[i : i + batch_size].to(device)
-        xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+        xb = as_float_images(x[i : i + batch_size], device)
         out.append(attack(xb, y[i : i + batch_size].to(device)).cpu())
         bar.update(len(xb))
     bar.close()

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..common import InputError
+
 
 def _positive_int(value: Any, what: str) -> int:
     try:
@@ -17,7 +19,7 @@ def _positive_int(value: Any, what: str) -> int:
     except TypeError:
         out = 0
     if isinstance(value, bool) or out < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
+        raise InputError(f"{what} must be a positive int, got {value!r}")
     return out
 
 
@@ -32,12 +34,12 @@ class Normalize(nn.Module):
         m = torch.as_tensor(mean, dtype=torch.float32).flatten()
         s = torch.as_tensor(std, dtype=torch.float32).flatten()
         if m.numel() != in_channels or s.numel() != in_channels:
-            raise ValueError(
+            raise InputError(
                 f"mean/std need {in_channels} values (one per input channel), "
                 f"got {m.numel()} and {s.numel()}"
             )
         if not bool(torch.all(s > 0)):
-            raise ValueError(f"std values must all be > 0, got {s.tolist()}")
+            raise InputError(f"std values must all be > 0, got {s.tolist()}")
         self.register_buffer("mean", m.view(1, -1, 1, 1))
         self.register_buffer("std", s.view(1, -1, 1, 1))
 
@@ -74,7 +76,7 @@ class Classifier(nn.Module, abc.ABC):
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.image_size = _positive_int(image_size, "image_size")
         if (mean is None) != (std is None):
-            raise ValueError("give both mean and std for input normalization, or neither")
+            raise InputError("give both mean and std for input normalization, or neither")
         self.normalize: nn.Module = (
             nn.Identity() if mean is None else Normalize(mean, std, in_channels)  # type: ignore[arg-type]
         )
@@ -111,17 +113,17 @@ class Classifier(nn.Module, abc.ABC):
         c, s = self.in_channels, self.image_size
         want = f"model '{self.name}' expects images of shape (B, {c}, {s}, {s})"
         if not isinstance(x, Tensor):
-            raise ValueError(f"{want}, got {type(x).__name__}; pass a torch.Tensor")
+            raise InputError(f"{want}, got {type(x).__name__}; pass a torch.Tensor")
         if x.dim() != 4:
-            raise ValueError(
+            raise InputError(
                 f"{want}, got shape {tuple(x.shape)}; add/remove dimensions to get a 4-D batch"
             )
         if not x.is_floating_point():
-            raise ValueError(
+            raise InputError(
                 f"{want} as floats in [0, 1], got dtype {x.dtype}; convert with x.float() / 255"
             )
         if tuple(x.shape[1:]) != (c, s, s):
             got = "(B, " + ", ".join(str(d) for d in x.shape[1:]) + ")"
-            raise ValueError(
+            raise InputError(
                 f"{want}, got {got}; pick the model for this dataset with in_channels/image_size"
             )

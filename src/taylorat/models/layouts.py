@@ -23,6 +23,8 @@ from typing import Mapping
 
 import torch
 
+from ..common import InputError
+
 # (pattern, replacement) applied in order to names the model lacks
 TO_OURS = (
     (re.compile(r"^(block\d+)\.layer\.(\d+)\."), r"\1.\2."),  # WideResNet NetworkBlock.layer
@@ -94,7 +96,7 @@ def to_robustbench(state: Mapping[str, torch.Tensor], model_name: str) -> dict[s
     """Our state dict in RobustBench's key names (``WideResNet`` / ``PreActResNet`` with ``PreActBlockV2``)."""
     fam = family(model_name)
     if fam is None:
-        raise ValueError(f"RobustBench has no layout for {model_name!r}; export wrn_<depth>_<width> or "
+        raise InputError(f"RobustBench has no layout for {model_name!r}; export wrn_<depth>_<width> or "
                          "preact_resnet18, or use --format state-dict / onnx")
     out = {}
     for k, v in state.items():

@@ -8,6 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..common import InputError
 from .base import Classifier
 from .registry import register
 
@@ -56,7 +57,7 @@ class PreActResNet18(Classifier):
         super().__init__(num_classes, in_channels, image_size, mean, std)
         self.name = "preact_resnet18"
         if not isinstance(final_bn, bool):
-            raise ValueError(f"final_bn must be true or false, got {final_bn!r}")
+            raise InputError(f"final_bn must be true or false, got {final_bn!r}")
         self.final_bn = final_bn
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         layers: list[nn.Module] = []

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..common import InputError
 from .base import Classifier
 
 _FIELD = re.compile(r"<([a-z_][a-z0-9_]*)>")
@@ -41,9 +42,9 @@ def register(name: str, *, example: str | None = None) -> Callable[[F], F]:
     e.g. ``register("wrn_<depth>_<width>", example="wrn_34_10")``.
     """
     if not _VALID_NAME.fullmatch(name) or not name:
-        raise ValueError(f"invalid model name {name!r}; use lowercase letters, digits, _ and <field>")
+        raise InputError(f"invalid model name {name!r}; use lowercase letters, digits, _ and <field>")
     if name in _REGISTRY:
-        raise ValueError(f"model name {name!r} is already registered")
+        raise InputError(f"model name {name!r} is already registered")
     fields = tuple(_FIELD.findall(name))
     regex = "".join(
         f"(?P<{part}>[1-9][0-9]*)" if i % 2 else re.escape(part)
@@ -75,7 +76,7 @@ def _lookup(name: str) -> tuple[_Entry, dict[str, int]]:
         f"{e.name} (e.g. {e.example})" if e.example else e.name
         for e in (_REGISTRY[n] for n in available())
     )
-    raise ValueError(f"unknown model {name!r}; available: {listing}")
+    raise InputError(f"unknown model {name!r}; available: {listing}")
 
 
 def _check_kwargs(entry: _Entry, name: str, kwargs: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..common import InputError
 from .base import Classifier
 from .registry import register
 
@@ -37,13 +38,13 @@ class SmallCNN(Classifier):
         if padding is None:
             padding = 0 if image_size >= 24 else 1
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be a non-negative int or None, got {padding!r}")
+            raise InputError(f"padding must be a non-negative int or None, got {padding!r}")
         self.padding = padding
         side = image_size
         for _ in range(2):  # two (conv, conv, pool) stages
             side = (side + 2 * padding - 2 + 2 * padding - 2) // 2
             if side < 1:
-                raise ValueError(
+                raise InputError(
                     f"small_cnn with padding={padding} cannot take {image_size}x{image_size} images; "
                     "use a larger image_size or padding=1"
                 )

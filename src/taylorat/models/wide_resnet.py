@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..common import InputError
 from .base import Classifier
 from .registry import register
 
@@ -49,12 +51,12 @@ class WideResNet(Classifier):
         std: Sequence[float] | None = None,
     ) -> None:
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-            raise ValueError(
+            raise InputError(
                 f"WideResNet depth must satisfy (depth - 4) % 6 == 0 with depth >= 10 "
                 f"(valid: {_valid_depths()}), got {depth!r}"
             )
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"WideResNet width must be a positive int, got {width!r}")
+            raise InputError(f"WideResNet width must be a positive int, got {width!r}")
         super().__init__(num_classes, in_channels, image_size, mean, std)
         self.depth, self.width = depth, width
         self.name = f"wrn_{depth}_{width}"

@@ -2,11 +2,18 @@
 
 from .at import at_taylor_from_outputs
 from .awp import AWP
+from .combine import LossParts, with_taylor
 from .mart import mart_taylor_from_outputs
 from .method import BASES, METHODS, ORDER_DEFAULTS, Method, Threat, split_name
 from .pair import PairForward
-from .taylor import TaylorTerms, default_c, head_grad_rowsums, kl_to_target, soft_targets, taylor_terms
-from .combine import LossParts, with_taylor
+from .taylor import (
+           TaylorTerms,
+           default_c,
+           head_grad_rowsums,
+           kl_to_target,
+           soft_targets,
+           taylor_terms,
+)
 from .trades import trades_taylor_from_outputs, trades_taylor_loss
 from .weight_noise import SCOPES, noise_parameters, randomized_weights
 

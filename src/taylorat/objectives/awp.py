@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from ..common import InputError
+
 EPS = 1e-20
 
 
@@ -36,7 +38,7 @@ class AWP:
 
     def __init__(self, model: nn.Module, gamma: float = 0.005, warmup: int = 10):
         if not gamma >= 0:
-            raise ValueError(f"awp_gamma must be >= 0, got {gamma}")
+            raise InputError(f"awp_gamma must be >= 0, got {gamma}")
         self.gamma, self.warmup = gamma, warmup
         self.proxy = copy.deepcopy(model)
         self.names = perturbed_names(model)

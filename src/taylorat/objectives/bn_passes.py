@@ -25,13 +25,15 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..common import InputError
+
 TRADES = "cac"
 TRADES_TAYLOR = "caacacac"
 
 
 def check_sequence(seq: str) -> None:
     if not seq or set(seq) - {"c", "a"} or "a" not in seq or "c" not in seq:
-        raise ValueError(f"a BatchNorm pass sequence is a string of 'c' (clean) and 'a' (adversarial) "
+        raise InputError(f"a BatchNorm pass sequence is a string of 'c' (clean) and 'a' (adversarial) "
                          f"holding both, got {seq!r}")
 
 
@@ -78,7 +80,7 @@ class ReferencePasses:
 
     def before(self, kind: str) -> None:
         if kind not in ("c", "a"):
-            raise ValueError(f"pass kind must be 'c' or 'a', got {kind!r}")
+            raise InputError(f"pass kind must be 'c' or 'a', got {kind!r}")
         if self.saved is None:
             if kind != "c" or not self.model.training:
                 return

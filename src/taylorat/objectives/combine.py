@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common import InputError
 from .taylor import COMPAT, taylor_terms
 
 
@@ -38,13 +39,13 @@ def resolve_eta2(eta: float, eta2: float | None) -> float:
 
 def check_weights(beta: float, eta: float, eta2: float, compat: str) -> None:
     if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
+        raise InputError(f"beta must be >= 0, got {beta}")
     if not 0 <= eta <= 1:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+        raise InputError(f"eta must be in [0, 1], got {eta}")
     if not eta2 >= 0:
-        raise ValueError(f"eta2 must be >= 0, got {eta2}")
+        raise InputError(f"eta2 must be >= 0, got {eta2}")
     if compat not in COMPAT:
-        raise ValueError(f"unknown compat {compat!r}; use one of {', '.join(COMPAT)}")
+        raise InputError(f"unknown compat {compat!r}; use one of {', '.join(COMPAT)}")
 
 
 def with_taylor(
@@ -68,7 +69,7 @@ def with_taylor(
     first = second = zero
     if eta > 0 or eta2 > 0:
         if z is None or h is None:
-            raise ValueError("the Taylor terms need the clean logits and features")
+            raise InputError("the Taylor terms need the clean logits and features")
         terms = taylor_terms(z, h, za, ha, y, compat=compat, need_second=eta2 > 0, stats_reduce=stats_reduce)
         first, second = terms.first, terms.second
         loss = loss + eta * first + eta2 * second

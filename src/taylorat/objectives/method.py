@@ -23,10 +23,11 @@ from torch import nn
 
 from ..attacks import eval_mode, pgd
 from ..attacks.pgd import PROJECTIONS, check_threat
+from ..common import InputError
 from .at import at_taylor_from_outputs
 from .bn_passes import TRADES, TRADES_TAYLOR
-from .mart import mart_taylor_from_outputs
 from .combine import LossParts, check_weights, resolve_eta2
+from .mart import mart_taylor_from_outputs
 from .pair import PairForward
 from .trades import trades_taylor_from_outputs
 from .weight_noise import SCOPES, randomized_weights
@@ -65,9 +66,9 @@ class Threat:
     def __post_init__(self):
         check_threat(self.eps, self.step, self.steps, self.norm)
         if self.mode not in ("eval", "train"):
-            raise ValueError(f"attack mode must be eval or train, got {self.mode!r}")
+            raise InputError(f"attack mode must be eval or train, got {self.mode!r}")
         if self.projection not in PROJECTIONS:
-            raise ValueError(f"unknown projection {self.projection!r}; use one of {', '.join(PROJECTIONS)}")
+            raise InputError(f"unknown projection {self.projection!r}; use one of {', '.join(PROJECTIONS)}")
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,12 @@ class Method:
 
     def __post_init__(self):
         if self.base not in BASES:
-            raise ValueError(f"unknown base {self.base!r}; use one of {', '.join(BASES)}")
+            raise InputError(f"unknown base {self.base!r}; use one of {', '.join(BASES)}")
         check_weights(self.beta, self.eta, resolve_eta2(self.eta, self.eta2), self.compat)
         if self.noise_scope not in SCOPES:
-            raise ValueError(f"unknown noise_scope {self.noise_scope!r}; use one of {', '.join(SCOPES)}")
+            raise InputError(f"unknown noise_scope {self.noise_scope!r}; use one of {', '.join(SCOPES)}")
         if not self.noise_std >= 0:
-            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+            raise InputError(f"noise_std must be >= 0, got {self.noise_std}")
 
     @property
     def taylor(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..common import InputError
 from .bn_passes import check_sequence, reference_passes
 
 
@@ -25,7 +26,7 @@ class PairForward(nn.Module):
         if bn_passes is not None:
             check_sequence(bn_passes)
             if not clean:
-                raise ValueError("bn_passes needs the clean pass")
+                raise InputError("bn_passes needs the clean pass")
 
     def forward(self, x: torch.Tensor, x_adv: torch.Tensor):
         z = h = None

@@ -26,13 +26,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..common import InputError
+
 COMPAT = ("symmetric", "reference")
 
 
 def default_c(num_classes: int) -> float:
     """Diagonal-complement mass ``c = 1 − 2/C`` (0.8 for 10 classes, 0.98 for 100)."""
     if num_classes < 3:
-        raise ValueError(f"Taylor soft targets need at least 3 classes, got {num_classes}")
+        raise InputError(f"Taylor soft targets need at least 3 classes, got {num_classes}")
     return 1.0 - 2.0 / num_classes
 
 
@@ -93,7 +95,7 @@ def taylor_terms(
     features; the KL terms use ``log_softmax`` of the logits with gradient.
     """
     if compat not in COMPAT:
-        raise ValueError(f"unknown compat {compat!r}; use one of {', '.join(COMPAT)}")
+        raise InputError(f"unknown compat {compat!r}; use one of {', '.join(COMPAT)}")
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)
     log_p = F.log_softmax(logits_nat.to(dtype), dim=1)
     log_pa = F.log_softmax(logits_adv.to(dtype), dim=1)

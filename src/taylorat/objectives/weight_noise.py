@@ -14,6 +14,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..common import InputError
+
 SCOPES = ("conv", "weights", "all", "none")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -21,7 +23,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def noise_parameters(model: nn.Module, scope: str) -> list[nn.Parameter]:
     """The parameters that receive noise under ``scope``."""
     if scope not in SCOPES:
-        raise ValueError(f"unknown noise_scope {scope!r}; use one of {', '.join(SCOPES)}")
+        raise InputError(f"unknown noise_scope {scope!r}; use one of {', '.join(SCOPES)}")
     if scope == "none":
         return []
     if scope == "all":
@@ -36,7 +38,7 @@ def randomized_weights(
 ) -> Iterator[nn.Module]:
     """Inside the block the chosen weights hold ``w + σ·N(0, I)``; on exit exactly ``w`` again."""
     if not std >= 0:
-        raise ValueError(f"noise_std must be >= 0, got {std}")
+        raise InputError(f"noise_std must be >= 0, got {std}")
     params = noise_parameters(model, scope) if std > 0 else []
     if not params:
         yield model

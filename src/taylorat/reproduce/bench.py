@@ -27,9 +27,10 @@ import torch
 from .. import data as datasets
 from .. import models
 from ..analysis import cost_table
+from ..common import resolve_device
 from ..train import from_dict
 from ..train.step import train_step
-from ..train.trainer import Trainer, build_method, resolve_device
+from ..train.trainer import Trainer, build_method
 
 SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
 

@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
+from ..common import atomic_write_text, resolve_device
 from ..evaluate import evaluate, markdown_table
 from ..train import Config, from_dict, train
-from ..train.trainer import resolve_device
 
 METHODS = ("trades", "trades+1st+2nd")
 EPS = 0.2  # l_inf radius on [0,1] digits (3.2 of the dataset's 16 grey levels)
@@ -69,7 +69,7 @@ def run_demo(out: str | Path, epochs: int = 30, seed: int = 0, device: str = "au
     note = (f"digits test split, n={report['n']}, l_inf eps={EPS}, seed {seed}, {epochs} epochs. One seed on 360 "
             "images: differences of a few points are within noise.")
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    ckpt.atomic_write_text(out / "report.md", table + "\n\n" + note + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.md", table + "\n\n" + note + "\n")
     log("\n" + table + "\n\n" + note)
     return report

@@ -11,6 +11,7 @@ import statistics
 from typing import Any
 
 from ..evaluate import labels
+from .figures import has_curves
 
 
 def metric_names() -> tuple[tuple[str, str], ...]:
@@ -82,6 +83,16 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     for label, s in summary.items():
         lines.append(f"| {label} | {len(s['seeds'])} | " + " | ".join(_pm(s.get(k)) for k, _ in present)
                      + (f" | {_pm(s.get('gap'))} |" if gap else " |"))
+    lines += best_vs_last(runs, labels)
+    if has_curves(runs):
+        n_track = max(len(r["curves"].get("epoch", [])) for r in runs if r.get("curves"))
+        lines += ["", "## Curves", "",
+                  "![test PGD-20 per epoch, mean over seeds with the seed range shaded; dashed: the same on "
+                  "training images](curves.png)", "",
+                  f"PGD-20 accuracy each epoch ({n_track} epochs) on {_tracked(base)}, with the per-epoch check's "
+                  "settings; measured for this figure only, never used to choose a checkpoint. Solid: test "
+                  "images (mean over seeds, band: lowest to highest seed); dashed: training images. Drawn from "
+                  "`results.json` (`curves` of each run)."]
     lines += ["", "## Per seed", "",
               "| method | seed | " + " | ".join(n for _, n in present) + " | best epoch | train s | eval s |",
               "| --- | --- | " + " | ".join("---" for _ in present) + " | --- | --- | --- |"]
@@ -94,6 +105,48 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     lines += ["", "A difference is *inside the seed spread* when |Δ mean| ≤ std(a) + std(b). Rendered by "
               "`taylorat reproduce` from `results.json`; no number on this page is typed by hand.", ""]
     return "\n".join(lines)
+
+
+def _tracked(cfg: dict[str, Any]) -> str:
+    e = cfg["eval"]
+    return (f"the first {e.get('track_test', 0)} test images (solid) and {e.get('track_train', 0)} fixed "
+            "training images (dashed)")
+
+
+def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """The `best` (selected) and `last` (final epoch) checkpoints side by side, and their gap per method."""
+    rs = [r for r in runs if isinstance(r.get("last"), dict) and "pgd20" in r["last"]]
+    if not rs:
+        return []
+    lines = ["", "## Best and last checkpoints", "",
+             "`best` is the epoch with the highest PGD-20 on the held-out split, `last` the final epoch; both "
+             "on the same test images. Robust overfitting shows as best − last > 0.", "",
+             "| method | seeds | PGD-20 best | PGD-20 last | best − last | clean best | clean last | best epoch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    gaps: dict[str, list[float]] = {}
+    for label in labels:
+        mine = [r for r in rs if r["method"] == label]
+        if not mine:
+            continue
+        gaps[label] = [r["pgd20"] - r["last"]["pgd20"] for r in mine]
+        cols = [[r["pgd20"] for r in mine], [r["last"]["pgd20"] for r in mine], gaps[label],
+                [r["clean"] for r in mine], [r["last"].get("clean", float("nan")) for r in mine]]
+        lines.append(f"| {label} | {len(mine)} | " + " | ".join(
+            f"{_stats(v)[0]:.2f} ± {_stats(v)[1]:.2f}" for v in cols)
+            + f" | {', '.join(str(r.get('best_epoch')) for r in mine)} |")
+    base = labels[0]
+    if base in gaps:
+        lines.append("")
+        for label, g in gaps.items():
+            if label == base:
+                continue
+            (ma, sa), (mb, sb) = _stats(gaps[base]), _stats(g)
+            inside = abs(mb - ma) <= sa + sb
+            lines.append(f"- best − last of `{label}` vs `{base}`: {mb - ma:+.2f} points "
+                         f"({'inside' if inside else 'outside'} the seed spread ±{sa + sb:.2f})"
+                         + ("" if inside else
+                            f": `{label}` overfits {'less' if mb < ma else 'more'} than `{base}`") + ".")
+    return lines
 
 
 def _eps(runs, attack: str = "pgd20"):

@@ -19,9 +19,10 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
+from ..common import atomic_write_text, resolve_device
 from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
 from ..train import train
-from ..train.trainer import resolve_device
+from .figures import has_curves, plot_curves
 from .render import render_readme
 from .study import RunSpec, Study, metrics, slug
 
@@ -125,12 +126,31 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
         res = evaluate(last_model, ds, settings["last"], n=settings["n"], **kw)
         row["last"] = {k: round(v, 2) for k, v in res.results.items()}
         row["last_epoch"] = last_meta.get("epoch")
+    curves = _curves(out)
+    if curves:
+        row["curves"] = curves
     record = {"method": run.label, "seed": run.seed, **row, "environment": environment(device),
               "best_epoch": meta.get("epoch"), "train_seconds": round(summary["train_seconds"], 1),
               "eval_seconds": round(time.time() - t, 1), "settings": settings, "warnings": warnings, "flags": flags,
               "selection": {"split": summary["select_on"], "n": summary["n_select"], "best": summary["best"]}}
-    ckpt.atomic_write_text(cached, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(cached, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _curves(run_dir: Path) -> dict[str, list] | None:
+    """The per-epoch curves of a run that tracked test / training images (``eval.track_*``), from metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keys = [k for k in ("holdout_pgd", "test_pgd", "track_test_pgd", "track_train_pgd", "track_test_clean",
+                        "track_train_clean", "train_acc_adv", "lr") if any(k in h for h in history)]
+    if not any(k.startswith("track_") for k in keys):
+        return None
+    out: dict[str, list] = {"epoch": [h["epoch"] for h in history]}
+    for k in keys:
+        out[k] = [round(h[k], 2) if isinstance(h.get(k), float) and k != "lr" else h.get(k) for h in history]
+    return out
 
 
 def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[str] | None = None,
@@ -167,7 +187,9 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
                "config": {"study": study.to_dict(), "resolved": cfg0},
                "runs": sorted(records, key=lambda r: (study.labels().index(r["method"]), r["seed"]))}
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    if has_curves(results["runs"]):
+        plot_curves(results["runs"], study.labels(), out / "curves.png", study.title)
     page = render_readme(results, study)
     if (out / "landscape.png").exists() and not study.is_table:  # made by `taylorat landscape` (see below)
         a, b = (Path(runs_dir or "runs") / slug(m) / f"seed{study.seeds[0]}" / "best.safetensors"
@@ -177,5 +199,5 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
                  f"seed {study.seeds[0]}](landscape.png)\n\n"
                  f"Produced by `taylorat landscape --checkpoint {a} --checkpoint {b} --images 4 --out {out}`; "
                  "numbers in `landscape.json`.\n")
-    ckpt.atomic_write_text(out / "README.md", page)
+    atomic_write_text(out / "README.md", page)
     return results

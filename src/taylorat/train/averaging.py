@@ -17,13 +17,15 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
+from ..common import InputError
+
 KINDS = ("none", "ema", "swa")
 
 
 class WeightAverage:
     def __init__(self, model: nn.Module, kind: str, epochs: int, ema_decay: float = 0.999, swa_start: float = 0.5):
         if kind not in ("ema", "swa"):
-            raise ValueError(f"weight averaging must be ema or swa, got {kind!r}")
+            raise InputError(f"weight averaging must be ema or swa, got {kind!r}")
         self.kind = kind
         self.first_epoch = max(1, math.ceil(swa_start * epochs)) if kind == "swa" else 1
         fn = get_ema_multi_avg_fn(ema_decay) if kind == "ema" else None

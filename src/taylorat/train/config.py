@@ -18,13 +18,15 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..objectives.method import METHODS, ORDER_DEFAULTS, split_name
+from ..common import InputError
+
 from ..attacks.pgd import PROJECTIONS
+from ..objectives.method import METHODS, ORDER_DEFAULTS, split_name
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config value or key that cannot be used; the message names the fix."""
 
 
@@ -93,6 +95,8 @@ class EvalConfig:
     steps: int = 20
     batch_size: int = 256
     every: int = 1
+    track_test: int = 0  # first N test images: clean and PGD accuracy every epoch, for curves only (never selection)
+    track_train: int = 0  # N fixed training images (seeded): the same, to show the robust generalisation gap
 
 
 @dataclass
@@ -342,5 +346,7 @@ def validate(cfg: Config) -> None:
     _check(e.n >= 1, f"eval.n must be >= 1, got {e.n}")
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
     _check(e.every >= 1, f"eval.every must be >= 1, got {e.every}")
+    _check(e.track_test >= 0 and e.track_train >= 0,
+           f"eval.track_test and eval.track_train must be >= 0, got {e.track_test}, {e.track_train}")
     if e.select_on == "holdout":
         _check(d.holdout >= 1, "eval.select_on=holdout needs data.holdout >= 1 (or set eval.select_on=test)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..common import InputError
 from ..objectives import AWP, LossParts, Method, PairForward
 from .distributed import Dist, weighted_mean
 
@@ -19,7 +20,7 @@ SINGLE = Dist()  # one process
 
 def autocast_for(device: torch.device, precision: str) -> torch.autocast:
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

@@ -12,7 +12,6 @@ SIGTERM/SIGINT saves the position inside the epoch and the generator state as we
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
@@ -29,12 +28,19 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
+from ..common import (
+    InputError,
+    TayloratError,
+    atomic_write_text,
+    derive_seed,
+    resolve_device,
+)
 from ..objectives import AWP, Method, PairForward, Threat
 from . import distributed, sync_bn
-from .signals import Stopped, StopOnSignal
 from .averaging import WeightAverage
 from .config import Config
 from .schedule import lr_at, paper_checkpoint_epochs
+from .signals import StopOnSignal, Stopped
 from .step import train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
@@ -43,11 +49,11 @@ DATA_PARALLEL_ONLY = {"taylor_stats", "sync_bn"}
 METRICS = ("loss", "ce", "kl", "first", "second")
 
 
-class RunDirError(RuntimeError):
+class RunDirError(TayloratError, RuntimeError):
     """The output directory holds something else than this run."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TayloratError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -59,20 +65,6 @@ class TrainResult:
     best: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed mixed from ``parts`` (independent streams per run, epoch and purpose)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
-    return dev
 
 
 def build_method(cfg: Config) -> Method:
@@ -130,7 +122,7 @@ class Trainer:
         self.dataset = ds
         self.prep = datasets.prepare(ds, cfg.data.train_subset, cfg.data.holdout, cfg.seed)
         if ds.num_classes < 3 and cfg.resolved_method()["eta"] + cfg.resolved_method()["eta2"] > 0:
-            raise ValueError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
+            raise InputError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
         torch.manual_seed(cfg.seed)
         self.model = models.create(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
                                    image_size=ds.image_size).to(self.device)
@@ -155,6 +147,7 @@ class Trainer:
         self.n_select = int(len(sy[: e.n]))
         lo, hi = _share(self.n_select, self.dist)  # each rank checks its share of the selection split
         self.select_x, self.select_y = sx[lo:hi].to(self.device), sy[lo:hi].to(self.device)
+        self.tracked = self._tracked_sets()
         self.avg = (WeightAverage(self.model, o.average, o.epochs, o.ema_decay, o.swa_start)
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
@@ -229,7 +222,7 @@ class Trainer:
             self.log(f"resuming {self.out} {where}")
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int, stop: StopOnSignal | None = None) -> dict[str, float]:
@@ -324,6 +317,38 @@ class Trainer:
         counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
         return {"clean": 100 * counts[0].item() / self.n_select, "pgd": 100 * counts[1].item() / self.n_select}
 
+    def _tracked_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+        """Images measured every epoch for the curves only: ``{"test"|"train": (x, y, n)}`` (this rank's share)."""
+        e, out = self.cfg.eval, {}
+        if e.track_test:
+            n = min(e.track_test, len(self.prep.test_y))
+            lo, hi = _share(n, self.dist)
+            out["test"] = (self.prep.test_x[lo:hi].to(self.device), self.prep.test_y[lo:hi].to(self.device), n)
+        if e.track_train:
+            n = min(e.track_train, len(self.prep.train_y))
+            g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "track_train"))
+            idx = torch.randperm(len(self.prep.train_y), generator=g)[:n].sort().values
+            lo, hi = _share(n, self.dist)
+            idx = idx[lo:hi]
+            out["train"] = (self.prep.train_x[idx].to(self.device), self.prep.train_y[idx].to(self.device), n)
+        return out
+
+    def track(self) -> dict[str, float]:
+        """Clean and PGD accuracy (%) on the tracked test and training images (curves; never selection)."""
+        e = self.cfg.eval
+        model = self.eval_model()
+        out = {}
+        for name, (x, y, n) in self.tracked.items():
+            attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
+                         seed=derive_seed(self.cfg.seed, "track", name,
+                                          *([self.dist.rank] if self.dist.enabled else [])))
+            clean = correct_mask(model, x, y, None, e.batch_size).sum()
+            adv = correct_mask(model, x, y, attack, e.batch_size).sum()
+            counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
+            out[f"track_{name}_clean"] = 100 * counts[0].item() / n
+            out[f"track_{name}_pgd"] = 100 * counts[1].item() / n
+        return out
+
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt),
                 **(self.avg.state_tensors() if self.avg is not None else {})}
@@ -340,7 +365,7 @@ class Trainer:
         ckpt.save(self.out / "last.safetensors", self._state_tensors(),
                   {**meta, "kind": "train_state", "history": self.history})
         lines = "".join(json.dumps(h) + "\n" for h in self.history)
-        ckpt.atomic_write_text(self.out / "metrics.jsonl", lines)
+        atomic_write_text(self.out / "metrics.jsonl", lines)
 
     def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         """Train to the configured number of epochs (or ``stop_after`` epochs in this call).
@@ -366,7 +391,9 @@ class Trainer:
                     tv = time.time()
                     ev = self.evaluate()
                     record.update({f"{cfg.eval.select_on}_clean": ev["clean"],
-                                   f"{cfg.eval.select_on}_pgd": ev["pgd"], "eval_seconds": time.time() - tv})
+                                   f"{cfg.eval.select_on}_pgd": ev["pgd"]})
+                    record.update(self.track())
+                    record["eval_seconds"] = time.time() - tv
                     if not self.best or ev["pgd"] >= self.best["pgd"]:
                         self.best, self.best_epoch = ev, epoch
                         record["is_best"] = True
@@ -378,8 +405,11 @@ class Trainer:
                 sel = cfg.eval.select_on
                 acc = (f"{sel} clean {record[sel + '_clean']:.2f} pgd{cfg.eval.steps} {record[sel + '_pgd']:.2f}"
                        if f"{sel}_pgd" in record else "")
+                acc += "".join(f", {k} pgd{cfg.eval.steps} {record[f'track_{k}_pgd']:.2f}" for k in self.tracked
+                               if f"track_{k}_pgd" in record)
                 self.log(f"epoch {epoch}/{cfg.optim.epochs} loss {record['train_loss']:.4f} lr {record['lr']:.4g} "
-                         f"{acc} ({record['train_seconds']:.1f}s, eta {left * per_epoch / 60:.1f} min)")
+                         f"{acc} ({record['train_seconds']:.1f}s train + {record.get('eval_seconds', 0.0):.1f}s check, "
+                         f"eta {left * per_epoch / 60:.1f} min)")
                 # a signal during the epoch's last steps or its evaluation: stop here (all ranks agree)
                 if distributed.any_rank(stop.requested, self.dist, self.device):
                     raise Stopped(stop.signum or signal.SIGTERM, epoch, 0, str(self.out / "last.safetensors"))
@@ -391,8 +421,9 @@ class Trainer:
                        "data": {"dataset": self.dataset.name, **self.prep.info}, "world_size": self.dist.world,
                        "environment": {"torch": torch.__version__, "device": str(self.device),
                                        "cpu threads": torch.get_num_threads()},
-                       "train_seconds": sum(h["train_seconds"] for h in self.history)}
-            ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+                       "train_seconds": sum(h["train_seconds"] for h in self.history),
+                       "check_seconds": sum(h.get("eval_seconds", 0.0) for h in self.history)}
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return TrainResult(self.out, self.history[-1]["epoch"] if self.history else 0, self.best_epoch, self.best,
                            self.history, time.time() - t0)
 
