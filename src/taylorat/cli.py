@@ -149,6 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from .common import atomic_write_text
     from .reproduce import runner
     from .reproduce import study as studies
 
@@ -166,11 +167,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir or (default_dir if args.schedule != "short" else default_dir.with_name(
         st.name + "_short")))
     out = Path(args.out or runs_dir)
-    only = [x.strip() for x in args.only.split(",")] if args.only else None
-    unknown = [x for x in only or [] if x not in st.labels()]
-    if unknown:
-        raise UserError(f"--only {unknown[0]!r} is not a run of {st.name}; its runs: {', '.join(st.labels())}")
+    only = studies.match_labels(st, [x.strip() for x in args.only.split(",")]) if args.only else None
     runs = st.runs(runs_dir, only)
+    if args.write_configs:
+        folder = Path(args.write_configs)
+        for r in runs:
+            atomic_write_text(folder / studies.slug(r.label) / f"seed{r.seed}.yaml", r.config.to_yaml())
+        print(f"{len(runs)} run configs -> {folder} (train one with: taylorat train --config FILE)")
+        return 0
     if args.dry_run:
         for r in runs:
             m = r.config.resolved_method()
@@ -324,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="device for every run (default: each config's)")
     r.add_argument("--dry-run", action="store_true", help="validate every run config and list the runs")
     r.add_argument("--render-only", action="store_true", help="re-render results.json/README.md from finished runs")
+    r.add_argument("--write-configs", metavar="DIR",
+                   help="write every run's training config to DIR/LABEL/seedN.yaml (for taylorat train) and stop")
     r.set_defaults(func=_reproduce)
 
     ls = sub.add_parser("landscape", help="loss surfaces (paper Fig. 2) and weight-space flatness of checkpoints")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .bases import Base, register_base
 from .combine import LossParts, with_taylor
 
 
@@ -28,3 +29,14 @@ def at_taylor_from_outputs(
     ce = F.cross_entropy(logits_adv.to(torch.promote_types(logits_adv.dtype, torch.float32)), y)
     return with_taylor(ce, None, 0.0, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
                        stats_reduce)
+
+
+@register_base("at")
+class AT(Base):
+    """Madry et al.'s AT: CE-PGD from a uniform start; ``CE(z', y)`` (no clean pass without Taylor terms)."""
+
+    attack_loss, attack_start, needs_clean = "ce", "uniform", False
+
+    def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None) -> LossParts:
+        z, h, za, ha = outputs
+        return at_taylor_from_outputs(z, h, za, ha, y, eta=eta, eta2=eta2, compat=compat, stats_reduce=stats_reduce)

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from ..common import InputError
+from .bases import register_base
+from .trades import Trades
 
 EPS = 1e-20
 
@@ -68,6 +70,8 @@ class AWP:
                 out[name] = g * (self.gamma * w.norm() / (g.norm() + EPS))
         return out
 
+    prepare = perturbation  # the StepHook protocol (objectives.bases)
+
     @staticmethod
     @contextmanager
     def applied(model: nn.Module, v: dict[str, torch.Tensor] | None) -> Iterator[nn.Module]:
@@ -87,3 +91,17 @@ class AWP:
             with torch.no_grad():
                 for name, s in saved.items():
                     params[name].copy_(s)
+
+
+@register_base("awp-trades")
+class AWPTrades(Trades):
+    """AWP-TRADES (Wu et al. 2020): TRADES on ``w + v``, ``v`` from a proxy (no weight noise, as its reference)."""
+
+    noise_std = 0.0
+    options = {"awp_gamma": 0.005, "awp_warmup": 10}
+
+    def bn_passes(self, compat: str, taylor: bool) -> str | None:
+        return None  # the AWP reference runs one clean and one adversarial pass, as taylorat
+
+    def make_hook(self, model: nn.Module, options: dict) -> AWP:
+        return AWP(model, options.get("awp_gamma", 0.005), options.get("awp_warmup", 10))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .bases import Base, register_base
 from .combine import LossParts, with_taylor
 
 
@@ -46,3 +47,15 @@ def mart_taylor_from_outputs(
     bce, kl = mart_terms(logits_nat.to(dtype), logits_adv.to(dtype), y)
     return with_taylor(bce, kl, beta, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
                        stats_reduce)
+
+
+@register_base("mart")
+class MART(Base):
+    """MART (Wang et al. 2020): CE-PGD from ``x + 0.001·N(0, I)`` as its code; boosted CE + β·weighted KL."""
+
+    attack_loss, attack_start = "ce", "normal"
+
+    def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None) -> LossParts:
+        z, h, za, ha = outputs
+        return mart_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat,
+                                        stats_reduce=stats_reduce)

@@ -1,15 +1,15 @@
 """A training method: how to make the adversarial batch and which loss to minimise on it.
 
-Names are ``BASE`` or ``BASE+1st`` or ``BASE+1st+2nd`` with BASE one of ``trades``, ``at``,
-``mart``, ``awp-trades`` (η = 0.3, η2 = 0 for +1st; η = 0.2, η2 = η/2 for +1st+2nd; paper
-§5.1). Each step (paper Alg. 1):
+Names are ``BASE`` or ``BASE+1st`` or ``BASE+1st+2nd`` with BASE a registered base
+(:mod:`~taylorat.objectives.bases`: ``trades``, ``at``, ``mart``, ``awp-trades``; η = 0.3,
+η2 = 0 for +1st; η = 0.2, η2 = η/2 for +1st+2nd; paper §5.1). Each step (paper Alg. 1;
+docs/method.md §1):
 
 1. model in eval mode, weights ``w + u`` (one ``u ~ N(0, σ²)`` per minibatch, σ = 0 for the
-   plain bases); ``x'`` by PGD-K: TRADES' KL from ``x + 0.001·N(0, I)`` (trades, awp-trades),
-   cross-entropy from a uniform start (at) or from ``x + 0.001·N(0, I)`` (mart, as its code);
+   plain bases); ``x'`` by PGD-K on the base's attack loss from its start;
 2. weights restored bit-exactly, model back in train mode;
-3. the base loss (+ ``η·first + η2·second``) from one forward pass per input; for awp-trades
-   on ``w + v`` with ``v`` from :class:`~taylorat.objectives.awp.AWP`.
+3. the base loss (+ ``η·first + η2·second``) from one forward pass per input (on ``w + v``
+   when the base has a step hook, AWP).
 """
 
 from __future__ import annotations
@@ -24,26 +24,10 @@ from torch import nn
 from ..attacks import eval_mode, pgd
 from ..attacks.pgd import PROJECTIONS, check_threat
 from ..common import InputError
-from .at import at_taylor_from_outputs
-from .bn_passes import TRADES, TRADES_TAYLOR
+from .bases import Base, get_base
 from .combine import LossParts, check_weights, resolve_eta2
-from .mart import mart_taylor_from_outputs
 from .pair import PairForward
-from .trades import trades_taylor_from_outputs
 from .weight_noise import SCOPES, randomized_weights
-
-BASES = ("trades", "at", "mart", "awp-trades")
-ORDERS = {"": (0.0, 0.0), "+1st": (0.3, 0.0), "+1st+2nd": (0.2, None)}  # η, η2 (None: η/2)
-METHODS = tuple(b + o for b in BASES for o in ORDERS)
-ORDER_DEFAULTS = {b + o: v for b in BASES for o, v in ORDERS.items()}
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """``"awp-trades+1st+2nd"`` -> ``("awp-trades", "+1st+2nd")``."""
-    for order in ("+1st+2nd", "+1st"):
-        if name.endswith(order):
-            return name[: -len(order)], order
-    return name, ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +57,14 @@ class Threat:
 
 @dataclass(frozen=True)
 class Method:
+    """A base method with its Taylor weights and the randomized-weight attack (docs/method.md §1–§6).
+
+    ``m.perturb(model, x, y)`` finds the adversarial batch; ``m.loss(model, x, x_adv, y)`` (or
+    ``m.loss_from_outputs((z, h, z', h'), y)`` for your own forward pass) returns its
+    :class:`~taylorat.objectives.combine.LossParts`. ``eta2=None`` means η/2; ``compat``
+    ``"reference"`` follows the authors' code (docs/method.md §9).
+    """
+
     base: str = "trades"
     threat: Threat = Threat()
     beta: float = 6.0
@@ -83,13 +75,17 @@ class Method:
     noise_scope: str = "conv"
 
     def __post_init__(self):
-        if self.base not in BASES:
-            raise InputError(f"unknown base {self.base!r}; use one of {', '.join(BASES)}")
+        get_base(self.base)
         check_weights(self.beta, self.eta, resolve_eta2(self.eta, self.eta2), self.compat)
         if self.noise_scope not in SCOPES:
             raise InputError(f"unknown noise_scope {self.noise_scope!r}; use one of {', '.join(SCOPES)}")
         if not self.noise_std >= 0:
             raise InputError(f"noise_std must be >= 0, got {self.noise_std}")
+
+    @property
+    def spec(self) -> Base:
+        """The registered base this method builds on."""
+        return get_base(self.base)
 
     @property
     def taylor(self) -> bool:
@@ -107,41 +103,32 @@ class Method:
         kw = dict(eps=t.eps, step=t.step, steps=t.steps, norm=t.norm, init_std=0.001, generator=generator, rows=rows,
                   projection=t.projection)
         mode = eval_mode(model) if t.mode == "eval" else nullcontext()
+        base = self.spec
         with mode, randomized_weights(model, self.noise_std, self.noise_scope, generator):
-            if self.base in ("trades", "awp-trades"):
+            if base.attack_loss == "kl":
                 with torch.no_grad():
                     p_nat = F.softmax(model(x).float(), dim=1)
-                return pgd(model, x, loss="kl", start="normal", target_probs=p_nat, **kw)
-            return pgd(model, x, y, loss="ce", start="uniform" if self.base == "at" else "normal", **kw)
+                return pgd(model, x, loss="kl", start=base.attack_start, target_probs=p_nat, **kw)
+            return pgd(model, x, y, loss=base.attack_loss, start=base.attack_start, **kw)
 
     def bn_passes(self, taylor: bool = True) -> str | None:
         """The reference's train-mode pass sequence whose BatchNorm updates a step reproduces.
 
-        Only under ``compat="reference"`` and for the TRADES base: ``"cac"`` (TRADES' ``trades.py``)
-        or ``"caacacac"`` (the authors' TRADES+Taylor step); None otherwise (one clean and one
-        adversarial pass, as MART, AT and the AWP reference). See docs/method.md §7.
+        Only under ``compat="reference"``, as the base says (TRADES: ``"cac"``, its Taylor step
+        ``"caacacac"``); None otherwise: one clean and one adversarial pass. docs/method.md §7.
         """
-        if self.compat != "reference" or self.base != "trades":
-            return None
-        return TRADES_TAYLOR if taylor and self.taylor else TRADES
+        return self.spec.bn_passes(self.compat, taylor and self.taylor)
 
     def needs_clean_pass(self, taylor: bool = True) -> bool:
-        """Every base but plain AT (Madry et al. train on the adversarial batch alone)."""
-        return self.base != "at" or (taylor and self.taylor)
+        """Whether the step needs the clean pass: the base's loss or the Taylor terms use it (plain AT does not)."""
+        return self.spec.needs_clean or (taylor and self.taylor)
 
     def loss_from_outputs(self, outputs: tuple, y: torch.Tensor, taylor: bool = True,
                           stats_reduce=None) -> LossParts:
         """The base loss (+ Taylor terms unless ``taylor=False``) from ``(z, h, z', h')``."""
-        z, h, za, ha = outputs
         eta, eta2 = (self.eta, self.eta2) if taylor else (0.0, 0.0)
-        kw = dict(eta=eta, eta2=eta2, compat=self.compat, stats_reduce=stats_reduce)
-        if self.base == "at":
-            if not self.needs_clean_pass(taylor):
-                return at_taylor_from_outputs(None, None, za, ha, y, eta=0.0, eta2=0.0, compat=self.compat)
-            return at_taylor_from_outputs(z, h, za, ha, y, **kw)
-        if self.base == "mart":
-            return mart_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, **kw)
-        return trades_taylor_from_outputs(z, h, za, ha, y, beta=self.beta, **kw)
+        return self.spec.loss_from_outputs(outputs, y, beta=self.beta, eta=eta, eta2=eta2, compat=self.compat,
+                                           stats_reduce=stats_reduce)
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
              taylor: bool = True) -> LossParts:

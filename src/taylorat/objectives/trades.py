@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bn_passes import TRADES_TAYLOR
+from .bases import Base, register_base
+from .bn_passes import TRADES, TRADES_TAYLOR
 from .combine import LossParts, check_weights, resolve_eta2, with_taylor  # noqa: F401 (re-exported)
 from .pair import PairForward
 
@@ -62,3 +63,21 @@ def trades_taylor_loss(
     z, h, za, ha = PairForward(model, True, TRADES_TAYLOR if compat == "reference" else None)(x, x_adv)
     parts = trades_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat)
     return (parts.loss, parts) if return_parts else parts.loss
+
+
+@register_base("trades")
+class Trades(Base):
+    """TRADES (Zhang et al. 2019): KL-PGD from ``x + 0.001·N(0, I)``; ``CE(z, y) + β·KL(p ‖ p')``."""
+
+    attack_loss, attack_start = "kl", "normal"
+
+    def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None) -> LossParts:
+        z, h, za, ha = outputs
+        return trades_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat,
+                                          stats_reduce=stats_reduce)
+
+    def bn_passes(self, compat: str, taylor: bool) -> str | None:
+        """TRADES' ``trades.py`` runs clean, adversarial, clean; the authors' Taylor step eight passes."""
+        if compat != "reference":
+            return None
+        return TRADES_TAYLOR if taylor else TRADES

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..evaluate import labels
 from .figures import has_curves
+from .study import pretty_label
 
 
 def metric_names() -> tuple[tuple[str, str], ...]:
@@ -251,7 +252,7 @@ def render_table(results: dict[str, Any], study: Any) -> str:
                 cell += " ≈"
             cell += f" / {_num(p, c)} ({ours['mean'] - p:+.2f})" if p is not None else " / –"
             cells.append(cell)
-        lines.append(f"| {label} | {len(s.get('seeds', []))} | " + " | ".join(cells) + " |")
+        lines.append(f"| {pretty_label(label)} | {len(s.get('seeds', []))} | " + " | ".join(cells) + " |")
     if study.context:
         lines += ["", "Other rows of the paper's table (not trained by taylorat):", "",
                   "| row | " + " | ".join(names.get(c, c) for c in cols) + " | notes |",

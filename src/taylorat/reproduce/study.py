@@ -6,7 +6,7 @@ title: Fashion-MNIST, small_cnn, l_inf eps = 0.1
 base: {...}            # a `taylorat train` config shared by every run (optional)
 runs:                  # one entry per row
   - {label: trades, method: {name: trades}}                 # keys override `base`
-  - {label: "1st (η=0.05)", config: table1/....yaml,        # or a config file under configs/paper/
+  - {label: "1st (eta=0.05)", method: {name: trades+1st, eta: 0.05},   # or config: a file next to this one
      paper: {clean: 83.19, pgd20: 53.98}, surrogate: "..."} # the paper's numbers; transfer source
 seeds: [0, 1, 2]
 columns: [clean, pgd20, cw20, aa]                           # what the rendered table shows
@@ -44,14 +44,6 @@ def metrics() -> tuple[str, ...]:
     return tuple(labels()) + ("adbd",)
 TABLES_DIR = Path(__file__).with_name("tables")
 SHORT_EPOCHS = 30
-
-
-def paper_configs_dir() -> Path:
-    """``configs/paper`` of the checkout this package runs from (editable install), else of the cwd."""
-    for root in (Path(__file__).resolve().parents[3], Path.cwd()):
-        if (root / "configs" / "paper").is_dir():
-            return root / "configs" / "paper"
-    raise ConfigError("configs/paper not found: run from the taylorat checkout (pip install -e .)")
 
 
 def list_tables() -> list[tuple[str, str]]:
@@ -102,6 +94,7 @@ class Study:
     context: list[dict[str, Any]] = field(default_factory=list)
     run_overrides: list[str] = field(default_factory=list)  # applied to every run (schedule, device, ...)
     is_table: bool = False
+    folder: Path | None = None  # where the study file lives (``config:`` paths are relative to it)
 
     def labels(self) -> list[str]:
         return [m["label"] for m in self.methods]
@@ -121,7 +114,7 @@ class Study:
                     continue
                 values = copy.deepcopy(self.base)
                 if m.get("config"):
-                    values = _merge(values, _read_config(m["config"]))
+                    values = _merge(values, _read_config(m["config"], self.folder))
                 values = _merge(values, {k: v for k, v in m.items() if k not in RUN_KEYS})
                 values.update(seed=s, name=f"{self.name}/{m['label']}/seed{s}",
                               out_dir=str(Path(runs_dir) / slug(m["label"]) / f"seed{s}"))
@@ -137,18 +130,51 @@ class Study:
                 "seeds": self.seeds, "evaluate": self.evaluate.__dict__, "run_overrides": self.run_overrides}
 
 
-def _read_config(rel: str) -> dict[str, Any]:
-    path = paper_configs_dir() / rel
+def _read_config(rel: str, study_dir: Path | None) -> dict[str, Any]:
+    """A run's ``config:`` file, relative to the study file's folder (or absolute)."""
+    path = Path(rel) if Path(rel).is_absolute() or study_dir is None else study_dir / rel
     if not path.is_file():
-        raise ConfigError(f"run config {rel} not found in {path.parent.parent}; run python tools/make_paper_configs.py")
+        raise ConfigError(f"run config {rel} not found (looked for {path}); give a path relative to the study file")
     values = yaml.safe_load(path.read_text()) or {}
     values.pop("out_dir", None)
     return values
 
 
+GREEK = {"η": "eta", "σ": "sigma", "β": "beta", "γ": "gamma", "ε": "eps", "λ": "lambda"}
+
+
+def ascii_label(label: str) -> str:
+    """A label as typed on a command line: Greek letters spelled out (``η=0.2`` -> ``eta=0.2``)."""
+    for g, a in GREEK.items():
+        label = label.replace(g, a)
+    return label
+
+
+def pretty_label(label: str) -> str:
+    """A label as rendered on a page: ``eta=0.2`` -> ``η=0.2`` (the reverse of :func:`ascii_label`)."""
+    for g, a in GREEK.items():
+        label = label.replace(f"{a}=", f"{g}=")
+    return label
+
+
 def slug(label: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label.replace("+", "_"))
+    """An ASCII folder name for a run label (``1st+2nd (eta=0.2)`` -> ``1st_2nd_eta=0.2``)."""
+    keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_.=") else "_"
+                   for c in ascii_label(label).replace("+", "_"))
     return "_".join(filter(None, keep.split("_")))
+
+
+def match_labels(study: Study, wanted: list[str]) -> list[str]:
+    """The study's labels for ``--only`` values given in either spelling (``eta=0.2`` or ``η=0.2``)."""
+    by_ascii = {ascii_label(lab): lab for lab in study.labels()}
+    out = []
+    for w in wanted:
+        if ascii_label(w) not in by_ascii:
+            close = difflib.get_close_matches(ascii_label(w), list(by_ascii), n=1)
+            raise ConfigError(f"--only {w!r} is not a run of {study.name}"
+                              + (f"; did you mean {close[0]!r}?" if close else f"; its runs: {', '.join(by_ascii)}"))
+        out.append(by_ascii[ascii_label(w)])
+    return out
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +191,7 @@ def _unknown(kind: str, key: str, keys: tuple[str, ...]) -> ConfigError:
 
 def from_values(values: dict[str, Any], source: str = "", overrides: list[str] | None = None,
                 seeds: int | None = None, schedule: str | None = None, run_overrides: list[str] | None = None,
-                is_table: bool = False) -> Study:
+                is_table: bool = False, folder: Path | None = None) -> Study:
     """A validated Study from parsed YAML.
 
     ``overrides`` address the study file (``base.optim.epochs=1``, ``seeds=[0]``); ``seeds=N``
@@ -224,7 +250,7 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
                   description=str(values.get("description", values.get("caption", ""))),
                   base=values.get("base") or {}, methods=methods, seeds=seed_list, evaluate=spec, source=source,
                   columns=list(columns), context=list(values.get("context") or []), run_overrides=extra,
-                  is_table=is_table)
+                  is_table=is_table, folder=folder)
     study.runs("runs")  # validate every run config now
     return study
 
@@ -243,4 +269,4 @@ def load(path_or_table: str | Path, overrides: list[str] | None = None, **kw) ->
         values = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"study file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
-    return from_values(values, str(path_or_table), overrides, is_table=is_table, **kw)
+    return from_values(values, str(path_or_table), overrides, is_table=is_table, folder=p.resolve().parent, **kw)

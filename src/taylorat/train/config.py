@@ -21,7 +21,7 @@ import yaml
 from ..common import InputError
 
 from ..attacks.pgd import PROJECTIONS
-from ..objectives.method import METHODS, ORDER_DEFAULTS, split_name
+from ..objectives import get_base, methods, order_defaults, split_name
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
 
@@ -49,12 +49,12 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "trades+1st+2nd"  # BASE[+1st[+2nd]], BASE = trades | at | mart | awp-trades
+    name: str = "trades+1st+2nd"  # BASE[+1st[+2nd]], BASE a registered base: trades | at | mart | awp-trades
     beta: float = 6.0  # 1/λ of TRADES (and MART's β); unused by at
     eta: Union[float, None] = None  # None: 0.3 for +1st, 0.2 for +1st+2nd, 0 for trades
     eta2: Union[float, None] = None  # None: η/2 for +1st+2nd, 0 otherwise
     compat: str = "symmetric"  # symmetric | reference (the authors' second-order targets)
-    noise_std: Union[float, None] = None  # None: 1e-4 for Taylor methods (0 for awp-trades, as its reference)
+    noise_std: Union[float, None] = None  # None: the base's σ for Taylor orders (1e-4; awp-trades 0, as its reference)
     noise_scope: str = "conv"  # conv | weights | all | none
     awp_gamma: float = 0.005  # awp-trades: relative size of the weight perturbation
     awp_warmup: int = 10  # awp-trades: first epoch with AWP (the reference's `epoch >= 10`)
@@ -130,14 +130,14 @@ class Config:
         """The method's parameters after the per-name defaults (what the run actually uses)."""
         m = self.method
         base, order = split_name(m.name)
-        eta_d, eta2_d = ORDER_DEFAULTS[m.name]
+        spec = get_base(base)
+        eta_d, eta2_d = order_defaults(m.name)
         eta = eta_d if m.eta is None else m.eta
         eta2 = (eta / 2 if eta2_d is None else eta2_d) if m.eta2 is None else m.eta2
-        noise = (1e-4 if order and base != "awp-trades" else 0.0) if m.noise_std is None else m.noise_std
+        noise = spec.default_noise_std(order) if m.noise_std is None else m.noise_std
         out = {"base": base, "beta": m.beta, "eta": eta, "eta2": eta2, "compat": m.compat, "noise_std": noise,
                "noise_scope": m.noise_scope}
-        if base == "awp-trades":
-            out.update(awp_gamma=m.awp_gamma, awp_warmup=m.awp_warmup)
+        out.update({k: getattr(m, k, v) for k, v in spec.options.items()})
         return out
 
 
@@ -303,7 +303,7 @@ def validate(cfg: Config) -> None:
     _check(d.holdout >= 0, f"data.holdout must be >= 0, got {d.holdout}")
     _check(d.train_subset is None or d.train_subset > 0, f"data.train_subset must be > 0, got {d.train_subset}")
     m = cfg.method
-    _choice(m.name, METHODS, "method.name")
+    _choice(m.name, methods(), "method.name")
     _choice(m.compat, COMPAT, "method.compat")
     _choice(m.noise_scope, SCOPES, "method.noise_scope")
     _check(finite(m.beta) and m.beta >= 0, f"method.beta must be >= 0, got {m.beta}")

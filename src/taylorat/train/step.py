@@ -8,11 +8,13 @@ loss run under bf16 autocast (the statistics of the Taylor terms and the losses 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
 from ..common import InputError
-from ..objectives import AWP, LossParts, Method, PairForward
+from ..objectives import LossParts, Method, PairForward, StepHook
 from .distributed import Dist, weighted_mean
 
 SINGLE = Dist()  # one process
@@ -33,7 +35,7 @@ def train_step(
     *,
     generator: torch.Generator | None = None,
     precision: str = "fp32",
-    awp: AWP | None = None,
+    hook: StepHook | None = None,
     average=None,
     pair: nn.Module | None = None,
     rows: tuple[int, int, int] | None = None,
@@ -52,9 +54,9 @@ def train_step(
     reduce = (lambda g: weighted_mean(g, weight, dist)) if dist.enabled else None
     with autocast:
         x_adv = method.perturb(model, x, y, generator=generator, rows=rows)
-        v = (awp.perturbation(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss, reduce)
-             if awp else None)
-    with AWP.applied(model, v):  # the loss on w + v, its gradient applied to w
+        state = (hook.prepare(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss, reduce)
+                 if hook is not None else None)
+    with hook.applied(model, state) if hook is not None else nullcontext():  # AWP: the loss on w + v, applied to w
         with autocast:
             if pair is None:
                 pair = PairForward(model, method.needs_clean_pass(), method.bn_passes())

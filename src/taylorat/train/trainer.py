@@ -35,7 +35,7 @@ from ..common import (
     derive_seed,
     resolve_device,
 )
-from ..objectives import AWP, Method, PairForward, Threat
+from ..objectives import Method, PairForward, Threat
 from . import distributed, sync_bn
 from .averaging import WeightAverage
 from .config import Config
@@ -134,8 +134,7 @@ class Trainer:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                    weight_decay=o.weight_decay, nesterov=o.nesterov, fused=o.fused or None)
         self.method = build_method(cfg)
-        m = cfg.method
-        self.awp = AWP(self.model, m.awp_gamma, m.awp_warmup) if self.method.base == "awp-trades" else None
+        self.hook = self.method.spec.make_hook(self.model, cfg.resolved_method())  # AWP's proxy, for instance
         crop = ds.crop if cfg.data.crop is None else cfg.data.crop
         flip = ds.flip if cfg.data.flip is None else cfg.data.flip
         self.loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
@@ -243,13 +242,13 @@ class Trainer:
         t0 = time.time()
         bar = tqdm(total=len(self.loader), initial=first_step, desc=f"epoch {epoch}/{cfg.optim.epochs}",
                    leave=False, disable=not (cfg.progress and d.main), mininterval=1.0, dynamic_ncols=True)
-        method, awp = self.method, self.awp if self.awp is not None and self.awp.active(epoch) else None
+        method, hook = self.method, self.hook if self.hook is not None and self.hook.active(epoch) else None
         model.train()
         batches = self.loader.shard_batches(epoch, d.rank, d.world, first_step)
         for i, (x, y, rows) in enumerate(batches, start=first_step):
             if i == first_step:
                 model.check_input(x)
-            parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, awp=awp,
+            parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, hook=hook,
                                average=self.avg, pair=self.pair, rows=rows if d.enabled else None, dist=d,
                                global_stats=cfg.taylor_stats == "global")
             with torch.no_grad():

@@ -1,0 +1,138 @@
+"""Base adversarial-training methods by name, the one place that knows what differs between them.
+
+A base (``trades``, ``at``, ``mart``, ``awp-trades``, or one a user registers) says how its
+training attack searches (the loss PGD maximises and where it starts), which loss it minimises
+given the clean and adversarial outputs, its defaults, and optionally a per-step hook that
+changes the weights the loss is computed on (AWP's proxy). Every base gets the Taylor orders:
+``NAME``, ``NAME+1st`` (η = 0.3) and ``NAME+1st+2nd`` (η = 0.2, η2 = η/2), docs/method.md §3::
+
+    from taylorat.objectives import Base, register_base, with_taylor
+
+    @register_base("ce-only")
+    class CEOnly(Base):
+        '''Clean cross-entropy plus the Taylor terms; a CE-PGD attack from a uniform start.'''
+        attack_loss, attack_start = "ce", "uniform"
+
+        def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None):
+            z = outputs[0]
+            return with_taylor(F.cross_entropy(z.float(), y), None, 0.0, eta, eta2, compat, outputs, y,
+                               stats_reduce)
+
+after which ``method.name: ce-only+1st+2nd`` trains from a config.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from ..common import InputError
+from .combine import LossParts
+
+ORDERS = {"": (0.0, 0.0), "+1st": (0.3, 0.0), "+1st+2nd": (0.2, None)}  # η, η2 (None: η/2)
+
+
+class StepHook(Protocol):
+    """Changes the weights one training step's loss is computed on (AWP: ``w + v`` from a proxy)."""
+
+    def active(self, epoch: int) -> bool: ...
+
+    def prepare(self, model: nn.Module, base_loss: Callable[[nn.Module], torch.Tensor],
+                grad_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any: ...
+
+    def applied(self, model: nn.Module, state: Any) -> AbstractContextManager: ...
+
+
+class Base:
+    """One base method. Subclasses set the class attributes and implement ``loss_from_outputs``.
+
+    * ``attack_loss``: ``"kl"`` (TRADES' KL to the clean prediction) or ``"ce"`` (cross-entropy);
+    * ``attack_start``: ``"normal"`` (``x + 0.001·N(0, I)``) or ``"uniform"`` (in the ε-ball);
+    * ``needs_clean``: whether the plain loss uses the clean pass (AT's does not);
+    * ``noise_std``: σ of the randomized weights for the Taylor orders (the plain base uses 0);
+    * ``options``: extra ``method.*`` config keys this base reads, with their defaults.
+    """
+
+    name: str = ""
+    attack_loss: str = "kl"
+    attack_start: str = "normal"
+    needs_clean: bool = True
+    noise_std: float = 1e-4
+    options: dict[str, Any] = {}
+
+    def loss_from_outputs(self, outputs: tuple, y: torch.Tensor, *, beta: float, eta: float, eta2: float | None,
+                          compat: str, stats_reduce=None) -> LossParts:
+        """The base loss (+ ``η·first + η2·second``) from ``(z, h, z', h')``."""
+        raise NotImplementedError
+
+    def bn_passes(self, compat: str, taylor: bool) -> str | None:
+        """The reference's train-mode pass sequence to reproduce under ``compat="reference"`` (docs/method.md §7)."""
+        return None
+
+    def make_hook(self, model: nn.Module, options: dict[str, Any]) -> StepHook | None:
+        """A per-step hook for training ``model`` (None: the loss is computed on ``w``)."""
+        return None
+
+    def default_noise_std(self, order: str) -> float:
+        """σ when the config leaves ``method.noise_std`` unset: the base's for Taylor orders, else 0."""
+        return self.noise_std if order else 0.0
+
+
+_BASES: dict[str, Base] = {}
+
+
+def register_base(name: str) -> Callable[[type[Base]], type[Base]]:
+    """Class decorator: register a :class:`Base` subclass under ``name`` (its Taylor orders come with it)."""
+    if not name or "+" in name or name != name.strip().lower():
+        raise InputError(f"base name {name!r} must be lowercase without '+' (the orders are added to it)")
+    if name in _BASES:
+        raise InputError(f"base {name!r} is already registered")
+
+    def deco(cls: type[Base]) -> type[Base]:
+        obj = cls()
+        obj.name = name
+        _BASES[name] = obj
+        return cls
+
+    return deco
+
+
+def unregister_base(name: str) -> None:
+    """Remove a registered base (tests and plug-ins that replace one)."""
+    _BASES.pop(name, None)
+
+
+def bases() -> tuple[str, ...]:
+    return tuple(_BASES)
+
+
+def get_base(name: str) -> Base:
+    if name not in _BASES:
+        close = difflib.get_close_matches(name, list(_BASES), n=1)
+        raise InputError(f"unknown base {name!r}; use one of {', '.join(_BASES)}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return _BASES[name]
+
+
+def methods() -> tuple[str, ...]:
+    """Every method name: each registered base with each Taylor order."""
+    return tuple(b + o for b in _BASES for o in ORDERS)
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"awp-trades+1st+2nd"`` -> ``("awp-trades", "+1st+2nd")``."""
+    for order in ("+1st+2nd", "+1st"):
+        if name.endswith(order):
+            return name[: -len(order)], order
+    return name, ""
+
+
+def order_defaults(name: str) -> tuple[float, float | None]:
+    """(η, η2) of a method name; η2 None means η/2."""
+    base, order = split_name(name)
+    get_base(base)
+    return ORDERS[order]
