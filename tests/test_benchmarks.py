@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmark runs real training steps in subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

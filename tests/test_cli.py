@@ -63,6 +63,7 @@ def test_train_then_eval_writes_report(tmp_path, capsys):
     assert "| method | clean | pgd20 | cw20 |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_demo_prints_both_methods_and_writes_report(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out

@@ -15,6 +15,8 @@ from taylorat.evaluate import EvalResult, evaluate, masking_flags, report_dict, 
 from taylorat.reproduce.demo import demo_config
 from taylorat.train import train
 
+pytestmark = pytest.mark.slow  # a trained model and AutoAttack
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -153,12 +155,20 @@ def test_cli_eval_all_attacks_on_a_checkpoint(trained, tmp_path, capsys):
     assert "| trades |" in capsys.readouterr().out
 
 
-def test_autoattack_runs_at_8_over_255_and_pgd_at_the_reference_radius(trained):
-    model, ds, _ = trained
-    res = evaluate(model, ds, ["clean", "pgd20", "cw20", "aa"], n=4, progress=False)
+def untrained():
+    """An untrained small_cnn for digits: AutoAttack breaks it at once, so the radius checks stay quick."""
+    from taylorat import models
+
+    torch.manual_seed(0)
+    return models.create("small_cnn", num_classes=10, in_channels=1, image_size=8)
+
+
+def test_autoattack_runs_at_8_over_255_and_pgd_at_the_reference_radius():
+    model, ds = untrained(), datasets.load("digits")
+    res = evaluate(model, ds, ["clean", "pgd20", "cw20", "aa"], n=8, progress=False)
     assert res.eps == {"clean": 0.0, "pgd20": 0.031, "cw20": 0.031, "aa": 8 / 255}
     assert res.settings["aa"]["eps"] == 8 / 255 and res.settings["pgd20"]["step"] == 0.003
-    both = evaluate(model, ds, ["pgd20", "aa"], n=4, eps=0.2, eps_by_attack={"aa": 0.1}, progress=False)
+    both = evaluate(model, ds, ["pgd20", "aa"], n=8, eps=0.2, eps_by_attack={"aa": 0.1}, progress=False)
     assert both.eps == {"pgd20": 0.2, "aa": 0.1} and both.settings["pgd20"]["step"] == pytest.approx(0.02)
     with pytest.raises(ValueError, match="unknown attack 'aaa'"):
         evaluate(model, ds, ["pgd20"], n=4, eps_by_attack={"aaa": 0.1}, progress=False)
@@ -172,14 +182,13 @@ def test_eps_from_the_run_keeps_the_reference_threat_model():
 
 
 def test_cli_eval_of_a_reference_radius_run_gives_autoattack_8_over_255(tmp_path, capsys):
-    out = tmp_path / "run"
-    cfg = demo_config("trades", out, epochs=1, device="cpu", progress=False)
-    cfg.eval.eps, cfg.eval.step = 0.031, 0.003
-    train(cfg, log=lambda s: None)
-    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--attacks", "pgd20,aa", "--n", "4",
+    path = tmp_path / "run" / "best.safetensors"  # a run whose per-epoch check used the reference 0.031
+    ckpt.save_model(path, untrained(), {"config": {"data": {"dataset": "digits"}, "attack": {"norm": "linf"},
+                                                   "eval": {"eps": 0.031, "step": 0.003}}})
+    assert main(["eval", "--checkpoint", str(path), "--attacks", "pgd20,aa", "--n", "8",
                  "--device", "cpu", "--out", str(tmp_path / "ev"), "--attack-eps", "pgd20=0.05"]) == 0
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert rep["eps"] == {"pgd20": 0.05, "aa": 8 / 255}
     assert "aa 0.031373" in (tmp_path / "ev" / "report.md").read_text()
-    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--attack-eps", "aa", "--n", "4"]) == 2
+    assert main(["eval", "--checkpoint", str(path), "--attack-eps", "aa", "--n", "4"]) == 2
     assert "NAME=EPS" in capsys.readouterr().err

@@ -6,87 +6,86 @@ import pytest
 import torch
 from torch import nn
 
-from taylorat.models import Classifier, available, create, register
+from taylorat.models import Classifier, available, create, examples, register
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+GEOMETRIES = [(3, 32), (1, 28)]  # CIFAR-shaped and MNIST-shaped inputs
+# every registered model, as timm's tests do: a newly registered architecture is checked without editing this file
+CONTRACT = [(name, c, s) for name in examples() for c, s in GEOMETRIES]
+CONTRACT_IDS = [f"{n}-{c}x{s}x{s}" for n, c, s in CONTRACT]
 
 
-# Hand count for small_cnn on 1x28x28, 10 classes (padding 0):
-#   conv 1->32 (3x3, no bias) 288 + BN 64            =     352
-#   conv 32->32              9,216 + BN 64          =   9,280
-#   conv 32->64             18,432 + BN 128         =  18,560
-#   conv 64->64             36,864 + BN 128         =  36,992
-#   spatial 28 -26 -24 -pool 12 -10 -8 -pool 4  => flatten 64*4*4 = 1,024
-#   fc 1024->200  204,800 + 200                     = 205,000
-#   fc 200->200    40,000 + 200                     =  40,200
-#   head 200->10    2,000 + 10                      =   2,010
-SMALL_CNN_MNIST_PARAMS = 352 + 9_280 + 18_560 + 36_992 + 205_000 + 40_200 + 2_010
-assert SMALL_CNN_MNIST_PARAMS == 312_394
-
-# PreAct ResNet-18 with the final BN(512) before pooling, as in robust_overfitting:
-# 11,171,146 (no final BN, kuangliu/pytorch-cifar variant) + 1,024 (BN weight+bias).
-PREACT18_PARAMS = 11_171_146 + 1_024
-
-CASES = [
-    ("preact_resnet18", dict(), (3, 32, 32)),
-    ("preact_resnet18", dict(in_channels=1, image_size=28), (1, 28, 28)),
-    ("wrn_16_2", dict(), (3, 32, 32)),
-    ("small_cnn", dict(in_channels=1, image_size=28), (1, 28, 28)),
-    ("small_cnn", dict(in_channels=1, image_size=8), (1, 8, 8)),
-    ("vgg16", dict(), (3, 32, 32)),
-    ("vgg16", dict(in_channels=1, image_size=28), (1, 28, 28)),
-    ("mobilenetv2", dict(), (3, 32, 32)),
-    ("mobilenetv2", dict(in_channels=1, image_size=28), (1, 28, 28)),
-]
-CASE_IDS = [f"{n}-{'x'.join(map(str, s))}" for n, _, s in CASES]
-
-
-def test_parameter_counts():
-    assert n_params(create("preact_resnet18")) == PREACT18_PARAMS
-    assert n_params(create("preact_resnet18", final_bn=False)) == 11_171_146
-    assert n_params(create("wrn_34_10")) == 46_160_474
-    assert n_params(create("small_cnn", in_channels=1, image_size=28)) == SMALL_CNN_MNIST_PARAMS
-
-
-def test_available():
-    assert available() == ["mobilenetv2", "preact_resnet18", "small_cnn", "vgg16", "wrn_<depth>_<width>"]
-
-
-@pytest.mark.parametrize("name,kwargs,shape", CASES, ids=CASE_IDS)
-def test_forward_is_head_of_features(name, kwargs, shape):
+def check_contract(name: str, channels: int, size: int) -> None:
+    """What taylorat needs of a model: features + linear head, [0,1] input checks, a spec that rebuilds it,
+    channels_last and bf16 autocast (training) that agree with the default layout."""
     torch.manual_seed(0)
-    model = create(name, num_classes=7, **kwargs).eval()
-    assert isinstance(model, Classifier) and model.name == name
-    x = torch.rand(2, *shape)
+    model = create(name, num_classes=7, in_channels=channels, image_size=size).eval()
+    assert isinstance(model, Classifier) and model.name == name and isinstance(model.head, nn.Linear)
+    x = torch.rand(2, channels, size, size)
     model.check_input(x)
     with torch.no_grad():
         feats = model.forward_features(x)
         logits = model(x)
-    assert feats.shape == (2, model.head.in_features)
-    assert logits.shape == (2, 7)
-    torch.testing.assert_close(logits, model.head(feats), rtol=0, atol=1e-6)
-
-
-LAYOUT_CASES = [2, 4, 5, 6, 7, 8]  # skip the large preact_resnet18 cases
-
-
-@pytest.mark.parametrize("name,kwargs,shape", [CASES[i] for i in LAYOUT_CASES], ids=[CASE_IDS[i] for i in LAYOUT_CASES])
-def test_channels_last_and_bf16_autocast(name, kwargs, shape):
-    torch.manual_seed(0)
-    model = create(name, **kwargs).eval()
-    x = torch.rand(2, *shape)
-    with torch.no_grad():
-        ref = model(x)
+        assert feats.shape == (2, model.head.in_features) and logits.shape == (2, 7)
+        torch.testing.assert_close(logits, model.head(feats), rtol=0, atol=1e-6)
+        spec = model.spec
+        rebuilt = create(**spec)
+        assert rebuilt.spec == spec and spec["name"] == name
+        rebuilt.load_state_dict(model.state_dict(), strict=True)
+        torch.testing.assert_close(rebuilt.eval()(x), logits, rtol=0, atol=0)
         cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cl, logits, rtol=1e-4, atol=1e-5)
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x.contiguous(memory_format=torch.channels_last))
-    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    assert out.dtype == torch.bfloat16 and out.shape == logits.shape
     out.float().sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,channels,size", CONTRACT, ids=CONTRACT_IDS)
+def test_every_registered_model_meets_the_contract(name, channels, size):
+    check_contract(name, channels, size)
+
+
+class ToyNet(Classifier):
+    """A model registered from outside the package, as a user would."""
+
+    def __init__(self, num_classes=10, in_channels=3, image_size=32, mean=None, std=None, width=8):
+        super().__init__(num_classes, in_channels, image_size, mean, std)
+        self.width = width
+        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward_features(self, x):
+        return self.bn(self.conv(self.normalize(x))).relu().mean((2, 3))
+
+
+def test_a_model_registered_from_outside_is_checked_and_trains(tmp_path):
+    from taylorat.models import unregister
+    from taylorat.train import from_dict, train
+
+    register("toy_<width>", example="toy_8")(lambda width, **kw: ToyNet(width=width, **kw))
+    try:
+        assert "toy_<width>" in available() and "toy_8" in examples()
+        for c, size in GEOMETRIES:
+            check_contract("toy_8", c, size)
+        cfg = from_dict({"out_dir": str(tmp_path / "run"), "device": "cpu", "progress": False,
+                         "checkpoints": "none", "model": {"name": "toy_4"},
+                         "data": {"dataset": "synthetic", "holdout": 10,
+                                  "options": {"n_train": 40, "n_test": 10, "channels": 1, "image_size": 8}},
+                         "attack": {"eps": 0.1, "step": 0.05, "steps": 1}, "optim": {"epochs": 1, "batch_size": 16},
+                         "eval": {"n": 10, "eps": 0.1, "step": 0.05, "steps": 1}})
+        assert train(cfg, log=lambda s: None).epochs_done == 1
+    finally:
+        unregister("toy_<width>")
+    assert "toy_<width>" not in available()
+
+
+def test_available():
+    assert {"mobilenetv2", "preact_resnet18", "small_cnn", "vgg16", "wrn_<depth>_<width>"} <= set(available())
+    assert "wrn_16_2" in examples() and "wrn_34_10" in examples(small=False)
 
 
 def test_wrn_34_10_single_forward():
@@ -187,7 +186,7 @@ def test_small_cnn_spec_records_resolved_padding():
     assert create("small_cnn", in_channels=1, image_size=8).spec["padding"] == 1
 
 
-@pytest.mark.parametrize("name,kwargs,shape", [CASES[0], CASES[3]], ids=[CASE_IDS[0], CASE_IDS[3]])
+@pytest.mark.parametrize("name,kwargs,shape", [("preact_resnet18", {}, (3, 32, 32)), ("small_cnn", dict(in_channels=1, image_size=28), (1, 28, 28))], ids=["preact_resnet18", "small_cnn"])
 def test_normalize_matches_prenormalized_input(name, kwargs, shape):
     c = shape[0]
     mean = [0.4914, 0.4822, 0.4465][:c]

@@ -86,6 +86,7 @@ def test_unknown_only_label(capsys):
     assert "is not a run of fashion_mnist_cpu" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_paper_table_end_to_end_on_synthetic_data(tmp_path):
     """Table 7 (TRADES vs TRADES+1st+2nd, RayS), shrunk to synthetic data and one epoch."""
     tiny = ["device=cpu", "progress=false", "checkpoints=none", "data.dataset=synthetic", "data.holdout=10",

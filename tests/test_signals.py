@@ -14,6 +14,8 @@ import torch
 
 from taylorat import checkpoint as ckpt
 
+pytestmark = pytest.mark.slow  # real signals to training subprocesses
+
 CONFIG = """
 device: cpu
 progress: false

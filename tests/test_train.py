@@ -241,6 +241,7 @@ def test_channels_last_matches_contiguous(tmp_path):
     assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["cifar10_preact18_trades_1st_2nd.yaml", "cifar10_wrn34_10_trades_1st_2nd.yaml"])
 def test_shipped_cifar_configs_train_a_step(config, tmp_path):
     """The paper's configs run end to end (CIFAR-shaped synthetic data, one tiny step)."""

@@ -376,9 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI. taylorat's own errors (bad input, a missing dataset, a run directory that holds
     another run, a diverged loss) are one line; any other exception is a bug: its traceback is
     printed with a request to report it."""
-    from .train import TrainingDiverged
-    from .train.signals import Stopped
-
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         from .reproduce.bench import main as bench
@@ -387,15 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except TrainingDiverged as e:
-        print(f"taylorat: error: {e}", file=sys.stderr)
-        return 3
-    except TayloratError as e:
-        print(f"taylorat: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except Stopped as e:  # a clean stop on SIGTERM/SIGINT, checkpoint written
-        print(f"taylorat: {e}", file=sys.stderr)
-        return 128 + e.signum
+    except TayloratError as e:  # bad input, missing data, a diverged loss (3), a stop on a signal (128 + signal)
+        print(f"taylorat: {e.prefix}{e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("taylorat: interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,13 @@ import torch
 
 
 class TayloratError(Exception):
-    """An error taylorat raises on purpose; its message names the fix."""
+    """An error taylorat raises on purpose; its message names the fix.
+
+    The CLI prints ``taylorat: {prefix}{message}`` and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+    prefix = "error: "
 
 
 class InputError(TayloratError, ValueError):

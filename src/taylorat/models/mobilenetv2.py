@@ -70,7 +70,6 @@ class MobileNetV2(Classifier):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, in_channels, image_size, mean, std)
-        self.name = "mobilenetv2"
         self.conv1 = nn.Conv2d(in_channels, 32, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(32)
         blocks: list[nn.Module] = []

@@ -55,7 +55,6 @@ class PreActResNet18(Classifier):
         final_bn: bool = True,
     ) -> None:
         super().__init__(num_classes, in_channels, image_size, mean, std)
-        self.name = "preact_resnet18"
         if not isinstance(final_bn, bool):
             raise InputError(f"final_bn must be true or false, got {final_bn!r}")
         self.final_bn = final_bn

@@ -30,16 +30,19 @@ class _Entry:
     pattern: re.Pattern[str]
     fields: tuple[str, ...]
     example: str | None
+    small: str | None
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, *, example: str | None = None) -> Callable[[F], F]:
+def register(name: str, *, example: str | None = None, small: str | None = None) -> Callable[[F], F]:
     """Decorator registering a Classifier constructor under ``name``.
 
     ``name`` may contain ``<field>`` placeholders that match positive integers,
-    e.g. ``register("wrn_<depth>_<width>", example="wrn_34_10")``.
+    e.g. ``register("wrn_<depth>_<width>", example="wrn_34_10", small="wrn_16_2")``: ``example``
+    is shown in messages, ``small`` is the instance the test suite checks (default: ``example``).
+    Setting ``model.name`` is the registry's job: ``create`` names every model it builds.
     """
     if not _VALID_NAME.fullmatch(name) or not name:
         raise InputError(f"invalid model name {name!r}; use lowercase letters, digits, _ and <field>")
@@ -51,11 +54,27 @@ def register(name: str, *, example: str | None = None) -> Callable[[F], F]:
         for i, part in enumerate(_FIELD.split(name))
     )
 
+    if fields and not (small or example):
+        raise InputError(f"model template {name!r} needs example= (a concrete name such as {name!r} filled in)")
+
     def decorator(builder: F) -> F:
-        _REGISTRY[name] = _Entry(name, builder, re.compile(regex), fields, example)
+        _REGISTRY[name] = _Entry(name, builder, re.compile(regex), fields, example, small or example)
         return builder
 
     return decorator
+
+
+def unregister(name: str) -> None:
+    """Remove a registered model (tests and plug-ins that replace one)."""
+    _REGISTRY.pop(name, None)
+
+
+def examples(small: bool = True) -> list[str]:
+    """One concrete, creatable name per registered model (templates filled with their small example)."""
+    out = []
+    for e in (_REGISTRY[n] for n in available()):
+        out.append(e.name if not e.fields else (e.small if small else e.example) or e.example)
+    return out
 
 
 def available() -> list[str]:

@@ -34,7 +34,6 @@ class SmallCNN(Classifier):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, in_channels, image_size, mean, std)
-        self.name = "small_cnn"
         if padding is None:
             padding = 0 if image_size >= 24 else 1
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:

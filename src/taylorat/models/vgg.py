@@ -52,7 +52,6 @@ class VGG16(Classifier):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, in_channels, image_size, mean, std)
-        self.name = "vgg16"
         self.features = _make_features(VGG16_CFG, in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(512, num_classes)

@@ -36,7 +36,7 @@ def _valid_depths() -> str:
     return ", ".join(str(6 * n + 4) for n in range(1, 12)) + ", ..."
 
 
-@register("wrn_<depth>_<width>", example="wrn_34_10")
+@register("wrn_<depth>_<width>", example="wrn_34_10", small="wrn_16_2")
 class WideResNet(Classifier):
     """WideResNet (depth and width live in the name); ``wrn_34_10`` has 46,160,474 parameters for 10 classes."""
 
@@ -59,7 +59,6 @@ class WideResNet(Classifier):
             raise InputError(f"WideResNet width must be a positive int, got {width!r}")
         super().__init__(num_classes, in_channels, image_size, mean, std)
         self.depth, self.width = depth, width
-        self.name = f"wrn_{depth}_{width}"
         n = (depth - 4) // 6
         widths = [16, 16 * width, 32 * width, 64 * width]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)

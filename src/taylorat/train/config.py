@@ -32,6 +32,8 @@ class ConfigError(InputError):
 
 @dataclass
 class DataConfig:
+    """``data.*``: which dataset, where its files are, the held-out selection split and a training subset."""
+
     dataset: str = "cifar10"
     data_dir: str = "./data"
     download: bool = True
@@ -44,11 +46,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """``model.*``: a registered architecture name (``taylorat.models.available()``)."""
+
     name: str = "preact_resnet18"
 
 
 @dataclass
 class MethodConfig:
+    """``method.*``: the base method and Taylor order, their weights and the randomized-weight noise (docs/method.md)."""
+
     name: str = "trades+1st+2nd"  # BASE[+1st[+2nd]], BASE a registered base: trades | at | mart | awp-trades
     beta: float = 6.0  # 1/λ of TRADES (and MART's β); unused by at
     eta: Union[float, None] = None  # None: 0.3 for +1st, 0.2 for +1st+2nd, 0 for trades
@@ -62,6 +68,8 @@ class MethodConfig:
 
 @dataclass
 class AttackConfig:
+    """``attack.*``: the training attack (PGD-K on the base's loss) and its threat model."""
+
     norm: str = "linf"
     eps: float = 8 / 255
     step: float = 2 / 255
@@ -72,6 +80,8 @@ class AttackConfig:
 
 @dataclass
 class OptimConfig:
+    """``optim.*``: SGD, the step schedule (milestones as fractions of the epochs) and weight averaging."""
+
     epochs: int = 200
     batch_size: int = 128
     lr: float = 0.1
@@ -88,6 +98,8 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
+    """``eval.*``: the per-epoch PGD check that chooses ``best``, and the images tracked for curves only."""
+
     select_on: str = "holdout"  # holdout | test: where the per-epoch check and `best` are measured
     n: int = 1000
     eps: float = 0.031
@@ -101,6 +113,8 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """A whole run: top-level run keys and one section per concern; ``from_dict``/``load`` validate it."""
+
     name: str = "run"
     seed: int = 0
     out_dir: str = "runs/run"

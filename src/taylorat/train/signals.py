@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from ..common import TayloratError
+
 
 class StopOnSignal:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -38,11 +40,17 @@ class StopOnSignal:
             signal.signal(s, h)
 
 
-class Stopped(Exception):
-    """Training stopped on a signal after writing a checkpoint (``step`` 0: at the end of ``epoch``)."""
+class Stopped(TayloratError):
+    """Training stopped on a signal after writing a checkpoint (``step`` 0: at the end of ``epoch``).
+
+    The CLI exits with 128 + the signal number (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    prefix = ""
 
     def __init__(self, signum: int, epoch: int, step: int, path: str):
         self.signum, self.epoch, self.step, self.path = signum, epoch, step, path
+        self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         where = f"in epoch {epoch} after step {step}" if step else f"after epoch {epoch}"
         super().__init__(f"stopped by {name} {where}; checkpoint {path}; continue with --resume")

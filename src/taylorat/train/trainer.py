@@ -56,6 +56,8 @@ class RunDirError(TayloratError, RuntimeError):
 class TrainingDiverged(TayloratError, RuntimeError):
     """The loss became NaN or infinite."""
 
+    exit_code = 3
+
 
 @dataclass
 class TrainResult:

@@ -1,7 +1,7 @@
-"""Tests for the extra architectures (vgg16, mobilenetv2, WRN variants): counts and structure.
+"""Each built-in architecture's parameter count and structure, against hand counts and the reference code.
 
-The contract every model meets (forward = head(features), channels_last/bf16, spec round trip)
-is tested over all architectures in test_models.py.
+The contract every registered model meets (forward = head(features), channels_last/bf16, spec round
+trip) is tested over all of them in test_models.py.
 """
 
 from __future__ import annotations
@@ -47,7 +47,31 @@ def _mobilenetv2_hand_count(num_classes: int = 10) -> int:
 MOBILENETV2_PARAMS = _mobilenetv2_hand_count()
 assert MOBILENETV2_PARAMS == 2_296_922
 
+# Hand count for small_cnn on 1x28x28, 10 classes (padding 0):
+#   conv 1->32 (3x3, no bias) 288 + BN 64            =     352
+#   conv 32->32              9,216 + BN 64          =   9,280
+#   conv 32->64             18,432 + BN 128         =  18,560
+#   conv 64->64             36,864 + BN 128         =  36,992
+#   spatial 28 -26 -24 -pool 12 -10 -8 -pool 4  => flatten 64*4*4 = 1,024
+#   fc 1024->200  204,800 + 200                     = 205,000
+#   fc 200->200    40,000 + 200                     =  40,200
+#   head 200->10    2,000 + 10                      =   2,010
+SMALL_CNN_MNIST_PARAMS = 352 + 9_280 + 18_560 + 36_992 + 205_000 + 40_200 + 2_010
+assert SMALL_CNN_MNIST_PARAMS == 312_394
+
+# PreAct ResNet-18 with the final BN(512) before pooling, as in robust_overfitting:
+# 11,171,146 (no final BN, kuangliu/pytorch-cifar variant) + 1,024 (BN weight+bias).
+PREACT18_PARAMS = 11_171_146 + 1_024
+
+
 def test_parameter_counts():
+    assert n_params(create("preact_resnet18")) == PREACT18_PARAMS
+    assert n_params(create("preact_resnet18", final_bn=False)) == 11_171_146
+    assert n_params(create("wrn_34_10")) == 46_160_474
+    assert n_params(create("small_cnn", in_channels=1, image_size=28)) == SMALL_CNN_MNIST_PARAMS
+
+
+def test_extra_parameter_counts():
     assert n_params(create("vgg16")) == VGG16_PARAMS
     assert n_params(create("mobilenetv2")) == MOBILENETV2_PARAMS
     assert n_params(create("vgg16", num_classes=100)) == VGG16_PARAMS + 90 * 513

@@ -1,0 +1,87 @@
+"""Imports point one way: cli -> reproduce -> train / evaluate / analysis -> objectives -> attacks, and every
+layer may use models, data, checkpoint and the bottom helpers (common), which import nothing above them."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "taylorat"
+# what each top-level part of the package may import (besides itself)
+ALLOWED = {
+    "common": set(),
+    "models": {"common"},
+    "data": {"common"},
+    "checkpoint": {"common", "models"},
+    "attacks": {"common", "models", "data", "checkpoint"},
+    "objectives": {"common", "models", "data", "checkpoint", "attacks"},
+    "evaluate": {"common", "models", "data", "checkpoint", "attacks"},
+    "analysis": {"common", "models", "data", "checkpoint", "attacks", "evaluate"},
+    "train": {"common", "models", "data", "checkpoint", "attacks", "objectives"},
+    "reproduce": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate",
+                  "analysis"},
+    "cli": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate", "analysis",
+            "reproduce", "__init__"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def part_of(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem != "__init__" else "__init__"
+
+
+def imported_parts(path: Path) -> set[str]:
+    """The top-level parts of taylorat a module imports (relative or absolute imports)."""
+    rel = path.relative_to(SRC)
+    package = list(rel.parts[:-1])  # the package the module lives in, below taylorat
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = base + (node.module.split(".") if node.module else [])
+                names = target or [a.name for a in node.names]
+            elif node.module and node.module.split(".")[0] == "taylorat":
+                names = node.module.split(".")[1:] or [a.name for a in node.names]
+            else:
+                continue
+            out.add(names[0] if names[0] not in ("__version__",) else "__init__")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("taylorat."):
+                    out.add(a.name.split(".")[1])
+    return out
+
+
+def test_imports_point_one_way():
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        me = part_of(path)
+        for other in imported_parts(path) - {me}:
+            if other not in ALLOWED[me]:
+                bad.append(f"{path.relative_to(SRC)} imports {other}")
+    assert not bad, bad
+
+
+@pytest.mark.slow
+def test_eval_from_the_command_line_never_imports_the_trainer(tmp_path):
+    from taylorat import checkpoint as ckpt
+    from taylorat import models
+
+    torch.manual_seed(0)
+    ckpt.save_model(tmp_path / "m.safetensors", models.create("small_cnn", num_classes=10, in_channels=1,
+                                                               image_size=8),
+                    {"config": {"data": {"dataset": "digits"}}})
+    code = ("import sys; from taylorat.cli import main; "
+            f"rc = main(['eval', '--checkpoint', {str(tmp_path / 'm.safetensors')!r}, '--attacks', 'clean,pgd20', "
+            "'--n', '8', '--device', 'cpu']); "
+            "print(sorted(m for m in sys.modules if m.startswith(('taylorat.train', 'taylorat.objectives')))); "
+            "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
