@@ -9,9 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from taylorat import models
-from taylorat.analysis import (PANEL_SIZE, cost_table, filter_normalized_direction, flatness_report,
-                               input_landscape, landscape_report, load_jsonl, pgd_attack, rademacher,
-                               weight_flatness)
+from taylorat.analysis import (
+    PANEL_SIZE,
+    cost_table,
+    filter_normalized_direction,
+    flatness_report,
+    input_landscape,
+    landscape_report,
+    load_jsonl,
+    pgd_attack,
+    rademacher,
+    weight_flatness,
+)
 from taylorat.analysis.landscape import DPI
 
 

@@ -20,9 +20,9 @@ from taylorat.data import (
     holdout_split,
     load,
     prepare,
+    registry,
     stratified_subset,
 )
-from taylorat.data import registry
 from taylorat.data.idx import load_idx_folder, read_idx
 from taylorat.data.splits import holdout_indices
 

@@ -15,8 +15,15 @@ from taylorat import checkpoint as ckpt
 from taylorat import models
 from taylorat.attacks import PGD
 from taylorat.cli import main
-from taylorat.evaluate import (AttackResult, available_attacks, evaluate, labels, register_attack, report_dict,
-                               unregister_attack)
+from taylorat.evaluate import (
+    AttackResult,
+    available_attacks,
+    evaluate,
+    labels,
+    register_attack,
+    report_dict,
+    unregister_attack,
+)
 from taylorat.objectives import Base, Method, PairForward, register_base, unregister_base, with_taylor
 from taylorat.train import from_dict, train
 

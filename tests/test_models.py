@@ -8,7 +8,6 @@ from torch import nn
 
 from taylorat.models import Classifier, available, create, examples, register
 
-
 GEOMETRIES = [(3, 32), (1, 28)]  # CIFAR-shaped and MNIST-shaped inputs
 # every registered model, as timm's tests do: a newly registered architecture is checked without editing this file
 CONTRACT = [(name, c, s) for name in examples() for c, s in GEOMETRIES]

@@ -31,14 +31,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import PGD, eval_mode
 from ..common import InputError
-from ._common import (
-    ModelLike,
-    check_batch,
-    model_device,
-    resolve_models,
-    save_figure,
-    write_json,
-)
+from ._common import ModelLike, check_batch, model_device, resolve_models, save_figure, write_json
 
 DEFAULT_ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 SCORE_ALPHA = 0.1

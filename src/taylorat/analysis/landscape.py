@@ -29,15 +29,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import eval_mode
 from ..common import InputError
-from ._common import (
-    ModelLike,
-    check_batch,
-    model_device,
-    resolve_models,
-    save_figure,
-    write_json,
-    write_npz,
-)
+from ._common import ModelLike, check_batch, model_device, resolve_models, save_figure, write_json, write_npz
 
 DEFAULT_RADIUS = 2 * 0.031  # twice the l_inf budget eps = 0.031 (≈ 8/255): the threat ball and beyond
 DEFAULT_STEPS = 21

@@ -24,15 +24,7 @@ from torch import nn
 from ..attacks import eval_mode
 from ..common import InputError, as_float_images, check_unit_range
 from . import builtin  # noqa: F401  (registers the built-in attacks)
-from .registry import (
-    REFERENCE_EPS,
-    REFERENCE_STEP,
-    EvalContext,
-    attack_eps,
-    attack_specs,
-    expand,
-    get_attack,
-)
+from .registry import REFERENCE_EPS, REFERENCE_STEP, EvalContext, attack_eps, attack_specs, expand, get_attack
 
 
 @dataclass

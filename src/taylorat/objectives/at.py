@@ -20,12 +20,16 @@ def at_taylor_from_outputs(
     logits_adv: torch.Tensor,
     feats_adv: torch.Tensor,
     y: torch.Tensor,
+    beta: float = 0.0,
     eta: float = 0.2,
     eta2: float | None = None,
     compat: str = "symmetric",
     stats_reduce=None,
 ) -> LossParts:
-    """AT (+ Taylor) loss from precomputed outputs; ``logits_nat`` may be None when ``η = η2 = 0``."""
+    """AT (+ Taylor) loss from precomputed outputs; ``logits_nat`` may be None when ``η = η2 = 0``.
+
+    ``beta`` is accepted for the common ``*_from_outputs`` signature; AT has no regulariser.
+    """
     ce = F.cross_entropy(logits_adv.to(torch.promote_types(logits_adv.dtype, torch.float32)), y)
     return with_taylor(ce, None, 0.0, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
                        stats_reduce)
@@ -37,6 +41,4 @@ class AT(Base):
 
     attack_loss, attack_start, needs_clean = "ce", "uniform", False
 
-    def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None) -> LossParts:
-        z, h, za, ha = outputs
-        return at_taylor_from_outputs(z, h, za, ha, y, eta=eta, eta2=eta2, compat=compat, stats_reduce=stats_reduce)
+    from_outputs = staticmethod(at_taylor_from_outputs)

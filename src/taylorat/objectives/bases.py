@@ -63,11 +63,16 @@ class Base:
     needs_clean: bool = True
     noise_std: float = 1e-4
     options: dict[str, Any] = {}
+    # ``f(z, h, z', h', y, *, beta, eta, eta2, compat, stats_reduce) -> LossParts``: the common case
+    from_outputs: Callable[..., LossParts] | None = None
 
     def loss_from_outputs(self, outputs: tuple, y: torch.Tensor, *, beta: float, eta: float, eta2: float | None,
                           compat: str, stats_reduce=None) -> LossParts:
-        """The base loss (+ ``η·first + η2·second``) from ``(z, h, z', h')``."""
-        raise NotImplementedError
+        """The base loss (+ ``η·first + η2·second``) from ``(z, h, z', h')`` (default: ``from_outputs``)."""
+        if self.from_outputs is None:
+            raise NotImplementedError(f"base {self.name!r} sets neither from_outputs nor loss_from_outputs")
+        return type(self).from_outputs(*outputs, y, beta=beta, eta=eta, eta2=eta2, compat=compat,
+                                       stats_reduce=stats_reduce)
 
     def bn_passes(self, compat: str, taylor: bool) -> str | None:
         """The reference's train-mode pass sequence to reproduce under ``compat="reference"`` (docs/method.md §7)."""

@@ -55,7 +55,4 @@ class MART(Base):
 
     attack_loss, attack_start = "ce", "normal"
 
-    def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None) -> LossParts:
-        z, h, za, ha = outputs
-        return mart_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat,
-                                        stats_reduce=stats_reduce)
+    from_outputs = staticmethod(mart_taylor_from_outputs)

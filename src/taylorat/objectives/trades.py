@@ -71,10 +71,7 @@ class Trades(Base):
 
     attack_loss, attack_start = "kl", "normal"
 
-    def loss_from_outputs(self, outputs, y, *, beta, eta, eta2, compat, stats_reduce=None) -> LossParts:
-        z, h, za, ha = outputs
-        return trades_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat,
-                                          stats_reduce=stats_reduce)
+    from_outputs = staticmethod(trades_taylor_from_outputs)
 
     def bn_passes(self, compat: str, taylor: bool) -> str | None:
         """TRADES' ``trades.py`` runs clean, adversarial, clean; the authors' Taylor step eight passes."""

@@ -2,15 +2,7 @@
 
 from .config import Config, ConfigError, from_dict, load
 from .schedule import lr_at, paper_checkpoint_epochs
-from .trainer import (
-           RunDirError,
-           Trainer,
-           TrainingDiverged,
-           TrainResult,
-           build_method,
-           derive_seed,
-           train,
-)
+from .trainer import RunDirError, Trainer, TrainingDiverged, TrainResult, build_method, derive_seed, train
 
 __all__ = ["Config", "ConfigError", "load", "from_dict", "train", "Trainer", "TrainResult", "RunDirError",
            "TrainingDiverged", "lr_at", "paper_checkpoint_epochs", "build_method", "derive_seed"]

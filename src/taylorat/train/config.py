@@ -18,9 +18,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..common import InputError
-
 from ..attacks.pgd import PROJECTIONS
+from ..common import InputError
 from ..objectives import get_base, methods, order_defaults, split_name
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
