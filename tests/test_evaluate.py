@@ -192,3 +192,12 @@ def test_cli_eval_of_a_reference_radius_run_gives_autoattack_8_over_255(tmp_path
     assert "aa 0.031373" in (tmp_path / "ev" / "report.md").read_text()
     assert main(["eval", "--checkpoint", str(path), "--attack-eps", "aa", "--n", "4"]) == 2
     assert "NAME=EPS" in capsys.readouterr().err
+
+
+def test_slow_attacks_report_progress(trained, capsys):
+    model, ds, _ = trained
+    evaluate(model, ds, ["aa", "rays"], n=4, eps=0.1, rays_queries=40, progress=True)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "AutoAttack: robust accuracy after APGD-CE" in text  # one line per sub-attack, as it finishes
+    assert "RayS on 4 images" in text and "query" in text

@@ -25,8 +25,12 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = load(args.config, args.overrides)
     if args.dry_run:
+        from .train.dryrun import dry_run
+
+        lines = dry_run(cfg, resume=args.resume)
         print(cfg.to_yaml(), end="")
         print(f"# resolved method: {json.dumps({'name': cfg.method.name, **cfg.resolved_method()})}")
+        print("\n".join(f"# {line}" for line in lines))
         print("# config OK (dry run: nothing trained)")
         return 0
     result = train(cfg, resume=args.resume)
@@ -88,7 +92,7 @@ def _eval(args: argparse.Namespace) -> int:
         if args.out:
             out = Path(args.out) if len(args.checkpoint) == 1 else Path(args.out) / _run_label(path)
             write_report(out, report, md)
-            print(f"report -> {out / 'report.json'}")
+            print(f"report -> {out / 'report.json'}, {out / 'report.md'}" + _chart(report, out / "report.png", label))
         rows.append({"method": f"{label} ({_run_label(path)})", **report["results"]})
         reports.append(report)
     if len(args.checkpoint) > 1:
@@ -100,6 +104,18 @@ def _eval(args: argparse.Namespace) -> int:
 
             atomic_write_text(Path(args.out) / "summary.md", table + "\n")
     return 0
+
+
+def _chart(report: dict, path: Path, title: str) -> str:
+    """Draw the report's chart; returns ``", PATH"`` or a note when matplotlib is missing."""
+    from .common import MissingDependency
+    from .evaluate.figures import plot_report
+
+    try:
+        plot_report(report, path, title)
+    except MissingDependency as e:
+        return f" (no chart: {e})"
+    return f", {path}"
 
 
 def _threat(args: argparse.Namespace, run_cfg: dict) -> tuple[str, float | None, float | None]:
@@ -176,12 +192,30 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"{len(runs)} run configs -> {folder} (train one with: taylorat train --config FILE)")
         return 0
     if args.dry_run:
+        from .reproduce.estimate import hours, measure
+        from .train.trainer import run_dir_state
+
+        todo = []
         for r in runs:
             m = r.config.resolved_method()
+            state = run_dir_state(r.config)
             print(f"{r.label:28s} seed {r.seed}  {r.config.model.name} {r.config.data.dataset} "
                   f"{r.config.attack.norm} {r.config.method.name} eta={m['eta']} eta2={m['eta2']} "
-                  f"sigma={m['noise_std']} epochs={r.config.optim.epochs} -> {r.config.out_dir}")
-        print(f"# {len(runs)} runs validated (dry run: nothing trained); results -> {out}")
+                  f"sigma={m['noise_std']} epochs={r.config.optim.epochs} -> {state}")
+            if "finished" not in state:
+                todo.append(r)
+        print(f"# {len(runs)} runs validated (dry run: nothing trained), {len(runs) - len(todo)} already trained; "
+              f"results -> {out}")
+        if todo and not args.no_estimate:
+            est = measure(todo[0].config)
+            total = sum(est.run_seconds(r.config) for r in todo)
+            print(f"# estimate on this machine ({est.device}): training {hours(total)} for {len(todo)} runs "
+                  f"({est.step_seconds * 1000:.0f} ms per step of {todo[0].config.model.name} at batch "
+                  f"{todo[0].config.optim.batch_size}" + (f", scaled from batch {est.measured_batch}"
+                                                           if est.measured_batch != todo[0].config.optim.batch_size
+                                                           else "")
+                  + "; the per-epoch checks included; measured now, so other work on this machine inflates it); "
+                  "the final evaluation comes on top")
         return 0
     command = shlex.join(["taylorat", "reproduce", args.study, *args.overrides]
                          + (["--seeds", str(args.seeds)] if args.seeds else [])
@@ -249,6 +283,19 @@ def _landscape(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .train.curves import plot_histories, read_history
+
+    histories = {}
+    for d in args.run_dir:
+        label = "/".join(Path(d).resolve().parts[-2:])  # e.g. demo/trades
+        histories[label if label not in histories else str(d)] = read_history(d)
+    out = Path(args.out or (Path(args.run_dir[0]) / "curves.png" if len(args.run_dir) == 1 else "curves.png"))
+    plot_histories(histories, out, args.title or "")
+    print(f"{len(histories)} run{'s' if len(histories) > 1 else ''} -> {out}")
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from . import models
@@ -287,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.epochs=30")
     t.add_argument("--dry-run", action="store_true", help="validate and print the resolved config")
     t.add_argument("--resume", action="store_true", help="continue the run in out_dir from its last checkpoint")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_train, data_dir_hint="set data.data_dir=DIR")
 
     e = sub.add_parser("eval", help="evaluate checkpoints: clean, PGD-20, CW-20, AutoAttack, transfer, RayS")
     e.add_argument("--checkpoint", required=True, action="append", help="checkpoint to evaluate (repeatable)")
@@ -313,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", help="directory for report.json and report.md")
-    e.set_defaults(func=_eval)
+    e.set_defaults(func=_eval, data_dir_hint="pass --data-dir DIR")
 
     r = sub.add_parser("reproduce", help="run a paper table or a study file: train what is missing, evaluate, "
                                          "render beside the paper")
@@ -326,11 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="where results.json and README.md go (default: the runs dir)")
     r.add_argument("--only", help="comma-separated run labels (their surrogates are run too)")
     r.add_argument("--device", help="device for every run (default: each config's)")
-    r.add_argument("--dry-run", action="store_true", help="validate every run config and list the runs")
+    r.add_argument("--dry-run", action="store_true",
+                   help="validate every run config, list the runs and estimate the training time on this machine")
+    r.add_argument("--no-estimate", action="store_true", help="with --dry-run: skip the timing measurement")
     r.add_argument("--render-only", action="store_true", help="re-render results.json/README.md from finished runs")
     r.add_argument("--write-configs", metavar="DIR",
                    help="write every run's training config to DIR/LABEL/seedN.yaml (for taylorat train) and stop")
-    r.set_defaults(func=_reproduce)
+    r.set_defaults(func=_reproduce, data_dir_hint="set base.data.data_dir=DIR after the study file")
 
     ls = sub.add_parser("landscape", help="loss surfaces (paper Fig. 2) and weight-space flatness of checkpoints")
     ls.add_argument("--checkpoint", required=True, action="append", help="checkpoint (repeatable: one row each)")
@@ -345,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--data-dir")
     ls.add_argument("--seed", type=int, default=0)
     ls.add_argument("--device", default="auto")
-    ls.set_defaults(func=_landscape)
+    ls.set_defaults(func=_landscape, data_dir_hint="pass --data-dir DIR")
 
     im = sub.add_parser("import", help="convert a torch.save state dict (e.g. the reference code's) to a "
                                        "safetensors checkpoint")
@@ -359,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--allow-pickle", action="store_true",
                     help="required: read the pickle with torch.load(weights_only=True), tensors only")
     im.set_defaults(func=_import)
+
+    pl = sub.add_parser("plot", help="training curves of one or several runs (losses, accuracies, lr) into a PNG")
+    pl.add_argument("run_dir", nargs="+", help="run folders (a run's out_dir, with its metrics.jsonl)")
+    pl.add_argument("--out", help="PNG to write (default: RUN_DIR/curves.png for one run, ./curves.png for several)")
+    pl.add_argument("--title")
+    pl.set_defaults(func=_plot)
 
     # listed for --help; main() hands `taylorat bench ...` to the benchmark's own parser
     sub.add_parser("bench", help="training-step time and memory per model x method x precision (Table 6)")
@@ -385,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TayloratError as e:  # bad input, missing data, a diverged loss (3), a stop on a signal (128 + signal)
-        print(f"taylorat: {e.prefix}{e}", file=sys.stderr)
+        hint = getattr(args, "data_dir_hint", None)
+        msg = e.with_hint(hint) if hint and hasattr(e, "with_hint") else str(e)
+        print(f"taylorat: {e.prefix}{msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("taylorat: interrupted", file=sys.stderr)

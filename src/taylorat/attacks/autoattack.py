@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..common import InputError, require
 from .attack import Attack, eval_mode
@@ -31,12 +32,34 @@ class AutoAttackResult:
 
 
 class _Capture(logging.Handler):
-    def __init__(self) -> None:
+    """Keeps the library's log records; with ``progress``, drives a bar over its sub-attacks as they run."""
+
+    def __init__(self, attacks: list[str] | None = None, progress: bool = False, n: int = 0) -> None:
         super().__init__(level=logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.bar = (tqdm(total=len(attacks), desc=f"AutoAttack on {n} images", unit="attack", leave=False,
+                         dynamic_ncols=True) if progress and attacks else None)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+        if self.bar is None:
+            return
+        msg = record.getMessage()
+        m = _AFTER.search(msg)
+        if msg.startswith("running "):
+            self.bar.set_description(f"AutoAttack {msg.split()[1]}")
+        elif m:
+            self.bar.update(1)
+            self.bar.set_postfix(robust=f"{m.group(2)}%")
+            tqdm.write(f"AutoAttack: robust accuracy after {m.group(1)} {m.group(2)}% "
+                       f"({self.bar.n}/{self.bar.total} attacks)")
+        elif "no robust datapoints left" in msg:
+            self.bar.update(self.bar.total - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        super().close()
 
 
 _AFTER = re.compile(r"robust accuracy after (\S+): ([0-9.]+)%")
@@ -54,8 +77,9 @@ class AutoAttack(Attack):
     name = "autoattack"
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf", version: str = "standard",
-                 seed: int = 0, batch_size: int = 250):
+                 seed: int = 0, batch_size: int = 250, progress: bool = False):
         super().__init__(model)
+        self.progress = progress
         if norm not in ("linf", "l2"):
             raise InputError(f"AutoAttack norm must be linf or l2, got {norm!r}")
         self.eps, self.norm, self.version, self.seed, self.batch_size = eps, norm, version, seed, batch_size
@@ -77,7 +101,8 @@ class AutoAttack(Attack):
         device = images.device
         lib = LibAutoAttack(self.model, eps=self.eps, norm={"linf": "Linf", "l2": "L2"}[self.norm],
                             version=self.version, seed=self.seed, device=device)
-        handler = _Capture()
+        attacks = ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard" else None
+        handler = _Capture(attacks, self.progress, len(labels))
         logger = logging.getLogger("auto-attack")
         old_level, old_propagate = logger.level, logger.propagate
         logger.addHandler(handler)
@@ -88,6 +113,7 @@ class AutoAttack(Attack):
                 warnings.simplefilter("always")
                 x_adv, _ = lib.run_standard_evaluation(images, labels, batch_size=self.batch_size)
         finally:
+            handler.close()
             logger.removeHandler(handler)
             logger.setLevel(old_level)
             logger.propagate = old_propagate

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..common import InputError
 from .attack import Attack, eval_mode
@@ -80,8 +81,9 @@ class RayS(Attack):
     name = "rays"
 
     def __init__(self, model: nn.Module, eps: float = 0.031, queries: int = 10000, early_stop: bool = True,
-                 seed: int | None = 0, tol: float = 1e-3, atol: float = 0.0):
+                 seed: int | None = 0, tol: float = 1e-3, atol: float = 0.0, progress: bool = False):
         super().__init__(model)
+        self.progress = progress
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 <= eps <= 1):
             raise InputError(f"eps must be a number in [0,1], got {eps!r}")
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
@@ -164,10 +166,18 @@ class RayS(Attack):
 
         try_direction(d_best)  # radius of the initial direction, searched in [0, 1]
         stage, block = 0, 0
+        bar = tqdm(total=B * budget, desc=f"RayS on {B} images", unit="query", leave=False, dynamic_ncols=True,
+                   disable=not self.progress, mininterval=1.0)
+        spent = 0
         while True:
             done |= queries >= budget
             if self.early_stop:
                 done |= clean_correct & (dist <= eps)
+            now = int(torch.where(done, budget, queries).sum()) if self.progress else 0
+            if now > spent:  # finished images count as their whole budget: the bar's end is the attack's end
+                bar.update(now - spent)
+                spent = now
+                bar.set_postfix(robust=f"{100.0 * (clean_correct & (dist > eps)).float().mean().item():.1f}%")
             if done.all():
                 break
             n = min(2**stage, D)
@@ -179,6 +189,7 @@ class RayS(Attack):
             if block == n:
                 block, stage = 0, (0 if n == D else stage + 1)
 
+        bar.close()
         success = clean_correct & (dist <= eps)
         x_adv = torch.where(success[:, None], x_best, x).view(shape)
         return RaySResult(x_adv=x_adv, dist=dist, queries=queries, robust=clean_correct & ~success,

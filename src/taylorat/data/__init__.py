@@ -13,7 +13,7 @@ taylorat.
 from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
-from .registry import available, load
+from .registry import available, geometry, load, locate, train_size
 from .splits import Prepared, holdout_indices, holdout_split, prepare, stratified_subset
 
 __all__ = [
@@ -22,6 +22,9 @@ __all__ = [
     "DatasetFormatError",
     "load",
     "available",
+    "geometry",
+    "locate",
+    "train_size",
     "prepare",
     "Prepared",
     "stratified_subset",

@@ -15,8 +15,15 @@ __all__ = ["Dataset", "DatasetNotFoundError", "DatasetFormatError"]
 class DatasetNotFoundError(TayloratError, FileNotFoundError):
     """The dataset's files are not on disk and could not be downloaded.
 
-    The message is a single line that says which files to put where.
+    The message is a single line that says which files to put where; a front end replaces the
+    generic "point data_dir at the folder" with its own spelling (:meth:`with_hint`).
     """
+
+    GENERIC = "point data_dir at the folder that holds them"
+
+    def with_hint(self, hint: str) -> str:
+        """The message with the generic hint replaced by ``hint`` (e.g. ``set data.data_dir=DIR``)."""
+        return str(self).replace(self.GENERIC, hint)
 
 
 class DatasetFormatError(InputError):

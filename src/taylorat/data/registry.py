@@ -24,7 +24,7 @@ from ..common import InputError
 from .dataset import Dataset, DatasetNotFoundError
 from .idx import find_idx_files, load_idx_folder, missing_idx_files
 
-__all__ = ["load", "available", "DEBIAN_FASHION_MNIST_DIR"]
+__all__ = ["load", "available", "geometry", "train_size", "locate", "DEBIAN_FASHION_MNIST_DIR"]
 
 #: where the Debian package ``dataset-fashion-mnist`` installs the four IDX files
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -114,7 +114,7 @@ def _not_found(name: str, data_dir: Path, download: bool, reason: str | None, wh
         how = "and could not be downloaded (no network)"
     else:
         how = "and could not be downloaded" + (f" ({reason})" if reason else "")
-    msg = f"{name} not found in {data_dir} {how}: put {what} in {data_dir}, or pass --data-dir"
+    msg = f"{name} not found in {data_dir} {how}: put {what} in {data_dir}, or {DatasetNotFoundError.GENERIC}"
     return DatasetNotFoundError(" ".join(msg.split()))  # guarantee one line
 
 
@@ -408,6 +408,78 @@ def available() -> list[str]:
     return sorted(_LOADERS)
 
 
+# (channels, image size, classes) of each dataset, and its number of training images, known without reading it
+_GEOMETRY = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "svhn": (3, 32, 10), "mnist": (1, 28, 10),
+             "fashion_mnist": (1, 28, 10), "digits": (1, 8, 10)}
+_TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "mnist": 60_000, "fashion_mnist": 60_000,
+               "digits": 1_437}
+
+
+def _key(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _LOADERS:
+        raise InputError(f"unknown dataset '{name}'; available: {', '.join(available())}")
+    return key
+
+
+def geometry(name: str, **options: Any) -> tuple[int, int, int]:
+    """``(channels, image_size, num_classes)`` of a dataset, without reading its files."""
+    key = _key(name)
+    if key == "synthetic":
+        o = {**_SYNTHETIC_DEFAULTS, **options}
+        return int(o["channels"]), int(o["image_size"]), int(o["num_classes"])
+    return _GEOMETRY[key]
+
+
+def train_size(name: str, **options: Any) -> int:
+    """How many training images the dataset has (before any hold-out), without reading it."""
+    key = _key(name)
+    return int({**_SYNTHETIC_DEFAULTS, **options}["n_train"]) if key == "synthetic" else _TRAIN_SIZE[key]
+
+
+def locate(name: str, data_dir: str | os.PathLike = "./data", download: bool = True) -> str:
+    """Where :func:`load` would find the dataset, in words, without reading it (for dry runs).
+
+    ``on disk: PATH``, ``built in``, ``not on disk: will download to DIR``; a dataset that is
+    neither on disk nor downloadable raises the same one-line :class:`DatasetNotFoundError` as
+    :func:`load` would.
+    """
+    key, d = _key(name), _data_dir(data_dir)
+    if key in ("digits", "synthetic"):
+        return "built in (no files)"
+    import torchvision.datasets as tvd
+
+    if key in ("cifar10", "cifar100"):
+        cls = tvd.CIFAR10 if key == "cifar10" else tvd.CIFAR100
+        if (d / cls.base_folder).is_dir():
+            return f"on disk: {d / cls.base_folder}"
+        if (d / cls.filename).is_file():
+            return f"on disk: {d / cls.filename} (extracted on first use)"
+        urls, what = [cls.url], f"{cls.filename} (or the extracted {cls.base_folder}/)"
+    elif key == "svhn":
+        files = [tvd.SVHN.split_list[s][1] for s in ("train", "test")]
+        if all((d / f).is_file() for f in files):
+            return f"on disk: {d}"
+        urls, what = [tvd.SVHN.split_list["train"][0]], " and ".join(files)
+    else:
+        cls = tvd.MNIST if key == "mnist" else tvd.FashionMNIST
+        folders = [d, d / cls.__name__ / "raw"] + ([DEBIAN_FASHION_MNIST_DIR] if key == "fashion_mnist" else [])
+        for f in folders[:2]:
+            missing = missing_idx_files(f)
+            if missing:
+                raise DatasetNotFoundError(f"{key} in {f} is incomplete: {', '.join(missing)} missing; put all four "
+                                           "IDX files there")
+        found = next((f for f in folders if find_idx_files(f) is not None), None)
+        if found is not None:
+            return f"on disk: {found}"
+        urls, what = list(cls.mirrors), "the four IDX files (train/t10k images and labels)"
+    if not download:
+        raise _not_found(key, d, False, None, what)
+    if not _reachable(urls):
+        raise _not_found(key, d, True, "no network", what)
+    return f"not on disk: will download to {getattr(d, 'shown', d)}"
+
+
 def load(name: str, data_dir: str | os.PathLike = "./data", download: bool = True, **options: Any) -> Dataset:
     """Load dataset ``name`` as uint8 NCHW tensors.
 
@@ -425,7 +497,5 @@ def load(name: str, data_dir: str | os.PathLike = "./data", download: bool = Tru
         DatasetNotFoundError: files missing and not downloadable (one-line message).
         DatasetFormatError: a data file is corrupt or truncated.
     """
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in _LOADERS:
-        raise InputError(f"unknown dataset '{name}'; available: {', '.join(available())}")
+    key = _key(name)
     return _LOADERS[key](key, _data_dir(data_dir), bool(download), dict(options))

@@ -67,9 +67,11 @@ def _aa_flags(res) -> list[str]:
 @register_attack("aa", label="AutoAttack", default_eps=AA_EPS, flags=_aa_flags,
                  help="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via pyautoattack, l_inf 8/255")
 def autoattack(ctx: EvalContext) -> AttackResult:
-    aa = AutoAttack(ctx.model, eps=ctx.eps, norm=ctx.norm, seed=ctx.seed, batch_size=ctx.batch_size)
+    aa = AutoAttack(ctx.model, eps=ctx.eps, norm=ctx.norm, seed=ctx.seed, batch_size=ctx.batch_size,
+                    progress=ctx.progress)
     if ctx.progress:
-        tqdm.write(f"AutoAttack ({aa.version}, eps={ctx.eps:.4g}) on {len(ctx.y)} images ...")
+        tqdm.write(f"AutoAttack ({aa.version}: APGD-CE, APGD-T, FAB-T, Square; eps={ctx.eps:.4g}) on {len(ctx.y)} "
+                   "images; Square's 5,000 queries on the robust images take longest")
     _, out = aa.run(ctx.images(), ctx.y.to(ctx.device))
     return AttackResult(out.correct.cpu(), aa.settings(), {"aa_per_attack": out.per_attack},
                         [f"AutoAttack: {w}" for w in out.warnings])
@@ -95,7 +97,7 @@ register_alias("transfer", ("transfer_pgd20", "transfer_cw20"))
                  help="RayS hard-label attack (--rays-queries) and ADBD, the mean l_inf distance to the boundary")
 def rays(ctx: EvalContext) -> AttackResult:
     attack = RayS(ctx.model, eps=ctx.eps, queries=ctx.options.get("rays_queries", 10_000), early_stop=False,
-                  seed=ctx.seed)
+                  seed=ctx.seed, progress=ctx.progress)
     r = attack.run(ctx.images(), ctx.y.to(ctx.device))
     d = r.dist[r.clean_correct]
     found = torch.isfinite(d)

@@ -27,7 +27,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..attacks import correct_mask
 from ..common import InputError, as_float_images
@@ -71,14 +70,8 @@ class EvalContext:
     def masks(self, attack: Callable | None, desc: str, x: torch.Tensor | None = None) -> torch.Tensor:
         """Per-image correctness after ``attack`` (None: clean), batched, with a progress bar."""
         x = self.x if x is None else x
-        out = []
-        bar = tqdm(total=len(self.y), desc=desc, leave=False, disable=not self.progress, unit="img")
-        for i in range(0, len(self.y), self.batch_size):
-            xb, yb = x[i : i + self.batch_size], self.y[i : i + self.batch_size]
-            out.append(correct_mask(self.model, xb, yb, attack, self.batch_size, self.device).cpu())
-            bar.update(len(yb))
-        bar.close()
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+        return correct_mask(self.model, x, self.y, attack, self.batch_size, self.device,
+                            progress=desc if self.progress else None).cpu()
 
     def images(self) -> torch.Tensor:
         """All images as float32 in [0,1] on the evaluation device."""

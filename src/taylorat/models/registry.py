@@ -98,6 +98,11 @@ def _lookup(name: str) -> tuple[_Entry, dict[str, int]]:
     raise InputError(f"unknown model {name!r}; available: {listing}")
 
 
+def check_name(name: str) -> None:
+    """Raise the one-line "unknown model" error unless ``name`` is registered (or fills a template)."""
+    _lookup(name)
+
+
 def _check_kwargs(entry: _Entry, name: str, kwargs: dict[str, Any]) -> None:
     clash = sorted(set(kwargs) & set(entry.fields))
     if clash:

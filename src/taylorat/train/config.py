@@ -20,6 +20,8 @@ import yaml
 
 from ..attacks.pgd import PROJECTIONS
 from ..common import InputError
+from ..data import available as available_datasets
+from ..models import check_name as check_model_name
 from ..objectives import get_base, methods, order_defaults, split_name
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
@@ -126,6 +128,7 @@ class Config:
     checkpoints: str = "paper"  # paper | none: extra checkpoints on the paper's App. B.2 schedule
     log_every: int = 20
     progress: bool = True
+    curves: bool = True  # draw curves.png beside metrics.jsonl after every epoch (needs taylorat[plot])
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -313,6 +316,15 @@ def validate(cfg: Config) -> None:
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     d = cfg.data
+    try:
+        check_model_name(cfg.model.name)
+    except InputError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    dataset = d.dataset.strip().lower().replace("-", "_")
+    if dataset not in available_datasets():
+        close = difflib.get_close_matches(dataset, available_datasets(), n=1)
+        raise ConfigError(f"data.dataset: unknown dataset {d.dataset!r}; available: {', '.join(available_datasets())}"
+                          + (f"; did you mean {close[0]!r}?" if close else ""))
     _check(d.holdout >= 0, f"data.holdout must be >= 0, got {d.holdout}")
     _check(d.train_subset is None or d.train_subset > 0, f"data.train_subset must be > 0, got {d.train_subset}")
     m = cfg.method

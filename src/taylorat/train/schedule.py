@@ -12,8 +12,45 @@ import math
 
 
 def milestone_epochs(epochs: int, milestones: list[float]) -> list[int]:
-    """First epoch of each decay: ``round(m·E)`` (100 and 150 for E = 200), never the first epoch."""
-    return [max(2, math.floor(m * epochs + 0.5)) for m in milestones]
+    """First epoch of each decay: ``round(m·E)`` (100 and 150 for E = 200), never the first epoch.
+
+    Distinct fractions stay distinct epochs while there are epochs left (E = 3: epochs 2 and 3,
+    not both 2, which would divide the rate by 100 at once); a milestone pushed past the last
+    epoch never applies (see :func:`schedule_warning`).
+    """
+    out: list[int] = []
+    for m in milestones:
+        e = max(2, math.floor(m * epochs + 0.5))
+        if out and m > prev and e <= out[-1]:
+            e = out[-1] + 1
+        out.append(e)
+        prev = m
+    return out
+
+
+def schedule_warning(epochs: int, milestones: list[float]) -> str | None:
+    """A sentence when the schedule cannot be what the fractions say (too few epochs), else None."""
+    ms = milestone_epochs(epochs, milestones)
+    late = [e for e in ms if e > epochs]
+    same = len(set(ms)) < len(ms)
+    if not late and not same:
+        return None
+    what = (f"{len(late)} of the {len(ms)} learning-rate drops fall after the last epoch and never apply" if late
+            else "two learning-rate drops fall on the same epoch")
+    return (f"with optim.epochs={epochs} the milestones {milestones} give drop epochs {ms}: {what}; "
+            "train more epochs or give fewer milestones")
+
+
+def describe_schedule(base_lr: float, epochs: int, milestones: list[float], gamma: float) -> str:
+    """``lr 0.1 for epochs 1-99, 0.01 for 100-149, 0.001 for 150-200``."""
+    parts, start = [], 1
+    for e in sorted(set(m for m in milestone_epochs(epochs, milestones) if m <= epochs)) + [epochs + 1]:
+        if e > start:
+            lr = lr_at(start, base_lr, epochs, milestones, gamma)
+            parts.append(f"{lr:.4g} for epoch{'s' if e - 1 > start else ''} {start}" + (f"-{e - 1}" if e - 1 > start
+                                                                                           else ""))
+        start = e
+    return "lr " + ", ".join(parts)
 
 
 def lr_at(epoch: int, base_lr: float, epochs: int, milestones: list[float], gamma: float) -> float:

@@ -33,12 +33,13 @@ from ..objectives import Method, PairForward, Threat
 from . import distributed, sync_bn
 from .averaging import WeightAverage
 from .config import Config
-from .schedule import lr_at, paper_checkpoint_epochs
+from .curves import plot_histories
+from .schedule import describe_schedule, lr_at, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
 from .step import train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name"}
+RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves"}
 DATA_PARALLEL_ONLY = {"taylor_stats", "sync_bn"}
 METRICS = ("loss", "ce", "kl", "first", "second")
 
@@ -86,6 +87,47 @@ def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     fa, fb, default = _flatten(a), _flatten(b), _flatten(Config().to_dict())
     return sorted(k for k in set(fa) | set(fb)
                   if fa.get(k, default.get(k)) != fb.get(k, default.get(k)) and k not in RESUMABLE_DIFFS)
+
+
+def check_run_dir(cfg: Config, resume: bool, data_parallel: bool = False) -> str | None:
+    """Why ``cfg`` may not use its ``out_dir`` (a one-line reason), or None when it may."""
+    out = Path(cfg.out_dir)
+    last = out / "last.safetensors"
+    has_run = (out / "config.yaml").exists() or last.exists()
+    if has_run and not resume:
+        return f"{out} already holds a run; pass --resume to continue it or choose another out_dir"
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file, not a directory; choose another out_dir"
+    if out.exists() and not has_run and any(out.iterdir()):
+        return f"{out} is not empty and holds no taylorat run; choose another out_dir"
+    if has_run:
+        try:
+            stored = (ckpt.read_meta(last)["config"] if last.exists()
+                      else yaml.safe_load((out / "config.yaml").read_text()) or {})
+        except (ckpt.CheckpointError, yaml.YAMLError, KeyError) as e:
+            return f"{out} holds a damaged run ({str(e).splitlines()[0]}); choose another out_dir"
+        diff = config_diff(stored, cfg.to_dict())
+        if not data_parallel:  # keys that only act across ranks do not change a one-process run
+            diff = [k for k in diff if k not in DATA_PARALLEL_ONLY]
+        if diff:
+            return (f"{out} holds a different run (config differs in {', '.join(diff[:4])}); choose "
+                    "another out_dir or resume with the same config")
+    return None
+
+
+def run_dir_state(cfg: Config) -> str:
+    """What a (resumed) run would find in its ``out_dir``, in words (for dry runs)."""
+    out = Path(cfg.out_dir)
+    last = out / "last.safetensors"
+    if not out.exists():
+        return f"{out}: will be created"
+    if not last.exists():
+        return f"{out}: exists, no checkpoint yet"
+    meta = ckpt.read_meta(last)
+    done = meta.get("epoch", 0)
+    if done >= cfg.optim.epochs and not meta.get("partial"):
+        return f"{out}: holds this run, finished ({done} epochs): nothing to train"
+    return f"{out}: holds this run after epoch {done}: --resume continues it"
 
 
 def _optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -163,6 +205,7 @@ class Trainer:
         self.start_epoch = 1
         self.partial: dict[str, Any] | None = None  # position inside an epoch stopped by a signal
         self.partial_rng: torch.Tensor | None = None
+        self._no_plots = False
 
     # ---------------------------------------------------------------- run directory
     def _meta(self, epoch: int) -> dict[str, Any]:
@@ -174,27 +217,7 @@ class Trainer:
 
     def _check_run_dir(self, resume: bool) -> str | None:
         """The reason this run may not use its out_dir, or None (run on rank 0)."""
-        last = self.out / "last.safetensors"
-        has_run = (self.out / "config.yaml").exists() or last.exists()
-        if has_run and not resume:
-            return f"{self.out} already holds a run; pass --resume to continue it or choose another out_dir"
-        if self.out.exists() and not self.out.is_dir():
-            return f"{self.out} is a file, not a directory; choose another out_dir"
-        if self.out.exists() and not has_run and any(self.out.iterdir()):
-            return f"{self.out} is not empty and holds no taylorat run; choose another out_dir"
-        if has_run:
-            try:
-                stored = (ckpt.read_meta(last)["config"] if last.exists()
-                          else yaml.safe_load((self.out / "config.yaml").read_text()) or {})
-            except (ckpt.CheckpointError, yaml.YAMLError, KeyError) as e:
-                return f"{self.out} holds a damaged run ({str(e).splitlines()[0]}); choose another out_dir"
-            diff = config_diff(stored, self.cfg.to_dict())
-            if not self.dist.enabled:  # keys that only act across ranks do not change a one-process run
-                diff = [k for k in diff if k not in DATA_PARALLEL_ONLY]
-            if diff:
-                return (f"{self.out} holds a different run (config differs in {', '.join(diff[:4])}); choose "
-                        "another out_dir or resume with the same config")
-        return None
+        return check_run_dir(self.cfg, resume, data_parallel=self.dist.enabled)
 
     def prepare_run_dir(self, resume: bool) -> None:
         problem = distributed.broadcast_object(self._check_run_dir(resume) if self.dist.main else None, self.dist)
@@ -307,8 +330,10 @@ class Trainer:
         model = self.eval_model()
         attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
                      seed=derive_seed(self.cfg.seed, "eval", *([self.dist.rank] if self.dist.enabled else [])))
+        bar = self.cfg.progress and self.dist.main
         clean = correct_mask(model, self.select_x, self.select_y, None, e.batch_size).sum()
-        adv = correct_mask(model, self.select_x, self.select_y, attack, e.batch_size).sum()
+        adv = correct_mask(model, self.select_x, self.select_y, attack, e.batch_size,
+                           progress=f"check: {e.select_on} PGD-{e.steps}" if bar else None).sum()
         counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
         return {"clean": 100 * counts[0].item() / self.n_select, "pgd": 100 * counts[1].item() / self.n_select}
 
@@ -338,7 +363,8 @@ class Trainer:
                          seed=derive_seed(self.cfg.seed, "track", name,
                                           *([self.dist.rank] if self.dist.enabled else [])))
             clean = correct_mask(model, x, y, None, e.batch_size).sum()
-            adv = correct_mask(model, x, y, attack, e.batch_size).sum()
+            adv = correct_mask(model, x, y, attack, e.batch_size, progress=f"check: tracked {name} PGD-{e.steps}"
+                               if self.cfg.progress and self.dist.main else None).sum()
             counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
             out[f"track_{name}_clean"] = 100 * counts[0].item() / n
             out[f"track_{name}_pgd"] = 100 * counts[1].item() / n
@@ -361,6 +387,12 @@ class Trainer:
                   {**meta, "kind": "train_state", "history": self.history})
         lines = "".join(json.dumps(h) + "\n" for h in self.history)
         atomic_write_text(self.out / "metrics.jsonl", lines)
+        if self.cfg.curves and not self._no_plots:
+            try:
+                plot_histories({self.cfg.method.name: self.history}, self.out / "curves.png", self.cfg.name)
+            except MissingDependency as e:
+                self._no_plots = True
+                self.log(f"curves.png not drawn: {e}")
 
     def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         """Train to the configured number of epochs (or ``stop_after`` epochs in this call).
@@ -370,6 +402,13 @@ class Trainer:
         """
         cfg = self.cfg
         self.prepare_run_dir(resume)
+        o = cfg.optim
+        self.log(f"{cfg.name}: {cfg.model.name} on {self.dataset.name} ({self.prep.info['n_train']} training images), "
+                 f"{cfg.method.name}, {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}; "
+                 f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last}")
+        warning = schedule_warning(o.epochs, o.milestones)
+        if warning:
+            self.log(f"WARNING: {warning}")
         t0 = time.time()
         done = 0
         with StopOnSignal() as stop:

@@ -1,0 +1,41 @@
+"""What ``taylorat train --dry-run`` checks before a real run would start: everything that fails early.
+
+The config (keys, types, ranges, the model and dataset names), the model (built on the meta
+device: its parameter count for the dataset's geometry), where the dataset's files would be
+found, the learning-rate schedule, the speed switches as they resolve on this machine, and the
+output folder. Each check that a real run would refuse raises its one-line error.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import data as datasets
+from .. import models
+from ..common import resolve_device
+from .config import Config
+from .schedule import describe_schedule, schedule_warning
+from .trainer import RunDirError, check_run_dir, run_dir_state
+
+
+def dry_run(cfg: Config, resume: bool = False) -> list[str]:
+    """Lines describing the run ``cfg`` would be; raises what the real run would raise first."""
+    d, o = cfg.data, cfg.optim
+    channels, size, classes = datasets.geometry(d.dataset, **d.options)
+    with torch.device("meta"):
+        model = models.create(cfg.model.name, num_classes=classes, in_channels=channels, image_size=size)
+    params = sum(p.numel() for p in model.parameters())
+    where = datasets.locate(d.dataset, d.data_dir, d.download)
+    device = resolve_device(cfg.device)
+    problem = check_run_dir(cfg, resume)
+    if problem:
+        raise RunDirError(problem)
+    lines = [f"model: {cfg.model.name}, {params:,} parameters for {channels}x{size}x{size} inputs, {classes} classes",
+             f"data: {d.dataset} ({where}); train_subset {d.train_subset}, holdout {d.holdout}",
+             f"schedule: {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
+             f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last}, compile {cfg.compile}",
+             f"out_dir: {run_dir_state(cfg)}"]
+    warning = schedule_warning(o.epochs, o.milestones)
+    if warning:
+        lines.append(f"WARNING: {warning}")
+    return lines

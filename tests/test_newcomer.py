@@ -1,0 +1,119 @@
+"""What a new user meets first: dry runs that check what a real run checks, hints that name real options,
+schedules that mean what they say, ASCII names, pictures of a run."""
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from taylorat.cli import build_parser, main
+from taylorat.train import from_dict
+from taylorat.train.config import Config, _all_keys
+from taylorat.train.schedule import lr_at, milestone_epochs, schedule_warning
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["device=cpu", "progress=false", "checkpoints=none", "data.dataset=synthetic", "data.holdout=10",
+        "data.options={n_train: 42, n_test: 10, channels: 1, image_size: 8}", "model.name=small_cnn",
+        "attack.eps=0.1", "attack.step=0.05", "attack.steps=1", "optim.epochs=2", "optim.batch_size=16",
+        "eval.n=10", "eval.eps=0.1", "eval.step=0.05", "eval.steps=1"]
+
+
+def test_dry_run_reports_model_data_schedule_and_out_dir(tmp_path, capsys):
+    assert main(["train", "--dry-run", f"out_dir={tmp_path / 'r'}", *TINY, "optim.epochs=3"]) == 0
+    out = capsys.readouterr().out
+    assert "# model: small_cnn, " in out and "parameters for 1x8x8 inputs, 10 classes" in out
+    assert "# data: synthetic (built in (no files))" in out
+    assert "# schedule: 3 epochs, lr 0.1 for epoch 1, 0.01 for epoch 2, 0.001 for epoch 3" in out
+    assert f"# out_dir: {tmp_path / 'r'}: will be created" in out and not (tmp_path / "r").exists()
+    assert main(["train", f"out_dir={tmp_path / 'r'}", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--dry-run", "--resume", f"out_dir={tmp_path / 'r'}", *TINY]) == 0
+    assert "holds this run, finished (2 epochs): nothing to train" in capsys.readouterr().out
+
+
+def test_dry_run_finds_fashion_mnist_on_disk_or_says_where_it_looked(tmp_path, capsys):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(b"")  # located by name: a dry run reads no data
+    args = ["train", "--dry-run", f"out_dir={tmp_path / 'r'}", *TINY, "data.dataset=fashion_mnist", "data.options={}",
+            f"data.data_dir={folder}"]
+    assert main(args) == 0
+    assert f"# data: fashion_mnist (on disk: {folder})" in capsys.readouterr().out
+
+
+def test_short_schedules_keep_distinct_drops_and_warn_when_they_cannot():
+    assert milestone_epochs(3, [0.5, 0.75]) == [2, 3]  # not both on epoch 2 (÷100 after one epoch)
+    assert [lr_at(e, 0.1, 3, [0.5, 0.75], 0.1) for e in (1, 2, 3)] == pytest.approx([0.1, 0.01, 0.001])
+    assert milestone_epochs(200, [0.5, 0.75]) == [100, 150] and milestone_epochs(10, [0.5, 0.75]) == [5, 8]
+    assert schedule_warning(200, [0.5, 0.75]) is None and schedule_warning(3, [0.5, 0.75]) is None
+    assert "never apply" in schedule_warning(2, [0.5, 0.75])
+
+
+def test_every_hint_names_a_real_option():
+    """Flags and config keys that error messages and the README's bad-input table tell a user to use exist."""
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags = {opt for p in subs.values() for a in p._actions for opt in a.option_strings}
+    keys = set(_all_keys(Config()))
+    sources = [p.read_text() for p in (ROOT / "src" / "taylorat").rglob("*.py")]
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Bad input")[1].split("\n## ")[0]
+    hints = []
+    for text in sources + [table]:
+        for msg in re.findall(r"(?:raise \w+\(|return )f?\"([^\"]*)\"", text) + [table]:
+            hints += re.findall(r"(?:pass|use|with|needs|set) (--[a-z][a-z-]+)", msg)
+            hints += re.findall(r"(?:set|e\.g\.) ((?:data|model|method|attack|optim|eval)\.[a-z_]+)=", msg)
+    assert hints, "the scan found no hints at all: the test would show nothing"
+    bad = [h for h in hints if (h.startswith("--") and h not in flags) or (not h.startswith("--") and h not in keys)]
+    assert not bad, f"hints naming options that do not exist: {sorted(set(bad))}"
+
+
+def test_hinted_commands_run(tmp_path, capsys):
+    """The data-folder hint each command prints is the spelling that command accepts."""
+    args = ["train", f"out_dir={tmp_path / 'r'}", *TINY, "data.dataset=mnist", "data.options={}",
+            f"data.data_dir={tmp_path / 'none'}", "data.download=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    hint = re.search(r"or set (data\.data_dir)=DIR", err)
+    assert hint, err
+    fm = "/usr/share/datasets/fashion-mnist"
+    if Path(fm).is_dir():  # the hinted key, with the folder that holds the files, passes the dry run
+        assert main(["train", "--dry-run", *args[1:-2], "data.dataset=fashion_mnist", f"{hint.group(1)}={fm}"]) == 0
+
+
+def test_run_labels_and_folders_are_ascii():
+    from taylorat.reproduce import study as studies
+
+    st = studies.load("table1")
+    assert all(label.isascii() for label in st.labels())
+    assert studies.match_labels(st, ["1st+2nd (η=0.2)"]) == studies.match_labels(st, ["1st+2nd (eta=0.2)"])
+    assert all(Path(r.config.out_dir).as_posix().isascii() for r in st.runs("runs"))
+    assert studies.slug("trades+1st+2nd σ=0.01") == "trades_1st_2nd_sigma=0.01"
+    assert studies.pretty_label("1st (eta=0.2)") == "1st (η=0.2)"
+    with pytest.raises(ValueError, match="did you mean"):
+        studies.match_labels(st, ["1st+2nd (eta=0.25)"])
+
+
+def test_train_draws_curves_and_plot_draws_several_runs(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert main(["train", f"out_dir={tmp_path / name}", *TINY]) == 0
+        assert (tmp_path / name / "curves.png").stat().st_size > 10_000
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both.png")]) == 0
+    assert (tmp_path / "both.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "holds no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_eval_draws_its_chart(tmp_path):
+    assert main(["train", f"out_dir={tmp_path / 'r'}", *TINY]) == 0
+    assert main(["eval", "--checkpoint", str(tmp_path / "r" / "best.safetensors"), "--attacks", "clean,pgd20,sweep",
+                 "--n", "10", "--out", str(tmp_path / "ev")]) == 0
+    assert (tmp_path / "ev" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_config_accepts_every_key_the_docs_name():
+    cfg = from_dict(overrides=["curves=false", "eval.track_test=100", "eval.track_train=50"])
+    assert cfg.curves is False and cfg.eval.track_test == 100
