@@ -68,7 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
         surrogate_id = hashlib.sha256(Path(args.surrogate).read_bytes()).hexdigest()[:16]
     rows, reports = [], []
     for path in args.checkpoint:
-        model, meta = ckpt.load_model(path, device)
+        model, meta = _load_for_eval(path, args, device)
         run_cfg = meta.get("config", {})
         name = args.dataset or run_cfg.get("data", {}).get("dataset")
         if name is None:
@@ -104,6 +104,45 @@ def _eval(args: argparse.Namespace) -> int:
 
             atomic_write_text(Path(args.out) / "summary.md", table + "\n")
     return 0
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} {text!r} is not comma-separated numbers (e.g. 0.4914,0.4822,0.4465)") from None
+
+
+def _load_for_eval(path: str, args: argparse.Namespace, device):
+    """A taylorat checkpoint, or with ``--arch`` a plain state dict in ours or a reference layout."""
+    from . import checkpoint as ckpt
+
+    if args.arch is None:
+        return ckpt.load_model(path, device)
+    from . import data as datasets
+    from . import models
+    from .models import layouts
+
+    if not args.dataset:
+        raise UserError("--arch needs --dataset (the dataset fixes the model's input shape and classes)")
+    state = ckpt.read_foreign_state(path, allow_pickle=args.allow_pickle)
+    if state and all(k.startswith(ckpt.MODEL_PREFIX) for k in state):  # a taylorat checkpoint's tensors
+        state = {k[len(ckpt.MODEL_PREFIX):]: v for k, v in state.items()}
+    channels, size, classes = datasets.geometry(args.dataset)
+    mean, std = _floats(args.mean, "--mean"), _floats(args.std, "--std")
+    if (mean is None) != (std is None):
+        raise UserError("give both --mean and --std, or neither")
+    norm = (mean, std) if mean is not None else layouts.normalization(state)
+    model = models.create(args.arch, num_classes=classes, in_channels=channels, image_size=size,
+                          **({"mean": norm[0], "std": norm[1]} if norm else {}))
+    if mean is not None:  # the flags win over the file's own normalization buffers
+        state = {k: v for k, v in state.items() if k not in ("mu", "sigma", "normalize.mean", "normalize.std")}
+        state.update({"normalize.mean": model.normalize.mean, "normalize.std": model.normalize.std})
+    dropped = ckpt.load_foreign_state(model, state, str(path))
+    return model.to(device).eval(), {"model": model.spec, "imported_from": str(path), "dropped_unused": dropped,
+                                     "config": {"data": {"dataset": args.dataset}}}
 
 
 def _chart(report: dict, path: Path, title: str) -> str:
@@ -296,6 +335,42 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    report = None
+    if args.report:
+        try:
+            report = json.loads(Path(args.report).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"--report {args.report}: not a readable report.json ({str(e).splitlines()[0]})") from None
+    elif args.format == "robustbench":
+        report = _robustbench_eval(args)
+    files = export(args.checkpoint, args.format, args.out, report=report, name=args.name)
+    print(f"{args.checkpoint} -> " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _robustbench_eval(args: argparse.Namespace) -> dict:
+    """Clean accuracy and AutoAttack at RobustBench's radius on the first --n test images, with the log."""
+    from . import checkpoint as ckpt
+    from . import data as datasets
+    from .common import resolve_device
+    from .evaluate import evaluate, report_dict
+
+    model, meta = ckpt.load_model(args.checkpoint, resolve_device(args.device))
+    d = meta.get("config", {}).get("data", {})
+    if not d.get("dataset"):
+        raise UserError(f"{args.checkpoint} does not name its dataset; evaluate it first and pass --report")
+    ds = datasets.load(d["dataset"], args.data_dir or d.get("data_dir", "./data"), download=False,
+                       **d.get("options", {}))
+    norm = meta.get("config", {}).get("attack", {}).get("norm", "linf")
+    print(f"evaluating {args.checkpoint}: clean and AutoAttack on the first {args.n} test images")
+    res = evaluate(model, ds, ["clean", "aa"], n=args.n, norm=norm)
+    return report_dict(res, checkpoint=str(args.checkpoint), model=meta["model"]["name"], dataset=ds.name,
+                       split="test", seed=0)
+
+
 def _import(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from . import models
@@ -351,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="radius of one attack, e.g. --attack-eps aa=8/255 (repeatable; wins over --eps)")
     e.add_argument("--step", type=float, help="PGD/CW step (default: the run's eval.step, else 0.003 / 15/255)")
     e.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
+    e.add_argument("--arch", help="evaluate a plain state dict (safetensors, or .pt with --allow-pickle) in ours or a "
+                                  "reference layout (TRADES, RobustBench, robust_overfitting) as this architecture")
+    e.add_argument("--mean", help="with --arch: per-channel input mean to fold into the model, e.g. 0.4914,0.4822,0.4465")
+    e.add_argument("--std", help="with --arch: per-channel input std, e.g. 0.2471,0.2435,0.2616")
+    e.add_argument("--allow-pickle", action="store_true",
+                   help="with --arch: read a .pt file with torch.load(weights_only=True) (tensors only)")
     e.add_argument("--surrogate", help="checkpoint the transfer examples are made on")
     e.add_argument("--cache-dir", help="where transfer examples are cached (default OUT/transfer_cache)")
     e.add_argument("--rays-queries", type=int, default=10_000, help="RayS query budget per image")
@@ -395,6 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--seed", type=int, default=0)
     ls.add_argument("--device", default="auto")
     ls.set_defaults(func=_landscape, data_dir_hint="pass --data-dir DIR")
+
+    ex = sub.add_parser("export", help="a checkpoint for RobustBench (weights in its layout, model_info JSON, "
+                                       "AutoAttack log), as ONNX, or as a plain state dict")
+    ex.add_argument("checkpoint")
+    ex.add_argument("--format", required=True, choices=["robustbench", "onnx", "state-dict"])
+    ex.add_argument("--out", required=True, help="folder for the exported files")
+    ex.add_argument("--report", help="robustbench: report.json of taylorat eval --attacks clean,aa (at 8/255); "
+                                     "without it clean and AutoAttack run here on the first --n test images")
+    ex.add_argument("--n", type=int, default=1000, help="robustbench without --report: test images (default 1000)")
+    ex.add_argument("--name", help="file name stem (robustbench default: Jin2023Randomized)")
+    ex.add_argument("--data-dir")
+    ex.add_argument("--device", default="auto")
+    ex.set_defaults(func=_export, data_dir_hint="pass --data-dir DIR")
 
     im = sub.add_parser("import", help="convert a torch.save state dict (e.g. the reference code's) to a "
                                        "safetensors checkpoint")

@@ -29,6 +29,7 @@ class AutoAttackResult:
     per_attack: dict[str, float] = field(default_factory=dict)  # robust accuracy (%) after each attack
     warnings: list[str] = field(default_factory=list)
     version: str = ""
+    log: list[str] = field(default_factory=list)  # the library's own log lines, in order
 
 
 class _Capture(logging.Handler):
@@ -130,7 +131,9 @@ class AutoAttack(Attack):
             if r.levelno >= logging.WARNING:
                 notes.append(" ".join(msg.split()))
         notes += [" ".join(str(w.message).split()) for w in caught if " ".join(str(w.message).split()) not in notes]
-        self.last = AutoAttackResult(correct=correct, per_attack=per_attack, warnings=notes, version=self.version)
+        log = [f"{logging.getLevelName(r.levelno)}: {' '.join(r.getMessage().split())}" for r in handler.records]
+        self.last = AutoAttackResult(correct=correct, per_attack=per_attack, warnings=notes, version=self.version,
+                                     log=log)
         return x_adv, self.last
 
 

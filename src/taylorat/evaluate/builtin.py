@@ -73,7 +73,7 @@ def autoattack(ctx: EvalContext) -> AttackResult:
         tqdm.write(f"AutoAttack ({aa.version}: APGD-CE, APGD-T, FAB-T, Square; eps={ctx.eps:.4g}) on {len(ctx.y)} "
                    "images; Square's 5,000 queries on the robust images take longest")
     _, out = aa.run(ctx.images(), ctx.y.to(ctx.device))
-    return AttackResult(out.correct.cpu(), aa.settings(), {"aa_per_attack": out.per_attack},
+    return AttackResult(out.correct.cpu(), aa.settings(), {"aa_per_attack": out.per_attack, "aa_log": out.log},
                         [f"AutoAttack: {w}" for w in out.warnings])
 
 

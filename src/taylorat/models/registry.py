@@ -99,7 +99,13 @@ def _lookup(name: str) -> tuple[_Entry, dict[str, int]]:
 
 
 def check_name(name: str) -> None:
-    """Raise the one-line "unknown model" error unless ``name`` is registered (or fills a template)."""
+    """Raise the one-line "unknown model" error unless ``name`` is registered (or fills a template,
+    or is ``timm:<architecture>`` with timm installed)."""
+    if isinstance(name, str) and name.startswith("timm:"):
+        from .timm_models import check_timm_name
+
+        check_timm_name(name)
+        return
     _lookup(name)
 
 
@@ -129,6 +135,13 @@ def create(
     """Build the registered model ``name``; extra ``kwargs`` go to its constructor."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if name.startswith("timm:"):
+        from .timm_models import TimmClassifier
+
+        model: Classifier = TimmClassifier(name[len("timm:"):], num_classes=num_classes, in_channels=in_channels,
+                                           image_size=image_size, **kwargs)
+        model.name = name
+        return model
     entry, fields = _lookup(name)
     _check_kwargs(entry, name, kwargs)
     model = entry.builder(

@@ -15,7 +15,7 @@ from torch import nn
 from .bases import Base, register_base
 from .bn_passes import TRADES, TRADES_TAYLOR
 from .combine import LossParts, check_weights, resolve_eta2, with_taylor  # noqa: F401 (re-exported)
-from .pair import PairForward
+from .pair import PairForward, refuse_bypassed_ddp
 
 
 def trades_taylor_from_outputs(
@@ -60,6 +60,7 @@ def trades_taylor_loss(
     Returns the loss, or
     ``(loss, LossParts)`` with ``return_parts=True``.
     """
+    refuse_bypassed_ddp(model)
     z, h, za, ha = PairForward(model, True, TRADES_TAYLOR if compat == "reference" else None)(x, x_adv)
     parts = trades_taylor_from_outputs(z, h, za, ha, y, beta=beta, eta=eta, eta2=eta2, compat=compat)
     return (parts.loss, parts) if return_parts else parts.loss

@@ -19,12 +19,11 @@ def milestone_epochs(epochs: int, milestones: list[float]) -> list[int]:
     epoch never applies (see :func:`schedule_warning`).
     """
     out: list[int] = []
-    for m in milestones:
+    for i, m in enumerate(milestones):
         e = max(2, math.floor(m * epochs + 0.5))
-        if out and m > prev and e <= out[-1]:
+        if i and m > milestones[i - 1] and e <= out[-1]:
             e = out[-1] + 1
         out.append(e)
-        prev = m
     return out
 
 

@@ -28,7 +28,7 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
-from ..common import InputError, TayloratError, atomic_write_text, derive_seed, resolve_device
+from ..common import InputError, MissingDependency, TayloratError, atomic_write_text, derive_seed, resolve_device
 from ..objectives import Method, PairForward, Threat
 from . import distributed, sync_bn
 from .averaging import WeightAverage
