@@ -24,14 +24,26 @@ def test_step_time_script_reports_cases_and_overhead(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--device", "cpu", "--quick",
                         "--methods", "trades,trades+1st,trades+1st+2nd", "--rounds", "1", "--iters", "1",
                         "--warmup", "0", "--steps", "1", "--batch", "8", "--out", str(out), "--epoch",
-                        "--epoch-steps", "2", "--check-images", "16"],
+                        "--epoch-steps", "2", "--check-images", "16", "--table6"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [x["method"] for x in rows] == ["trades", "trades+1st", "trades+1st+2nd"]
     assert all(x["ms_per_iter"] > 0 and x["device"].startswith("cpu") for x in rows)
     assert "time_ratio_to_trades" in rows[1] and "time_ratio_to_trades" in rows[2]
-    assert "Taylor overhead small_cnn fp32 trades+1st+2nd / trades" in r.stdout
-    assert "| small_cnn | trades | fp32 |" in r.stdout and "time/epoch (min)" in r.stdout  # the Table 6 layout
+    assert "Taylor overhead small_cnn fp32 defaults trades+1st+2nd / trades" in r.stdout
+    assert "| small_cnn | trades | fp32 | defaults |" in r.stdout and "time/epoch (min)" in r.stdout  # + Table 6
     assert all(x["epoch_steps"] == 2 and x["epoch_s"] > 0 and x["epoch_check_images"] == 16 for x in rows)
-    assert "2 steps + PGD-20 check on 16 images" in r.stdout
+    assert "2 steps + PGD-20 check on 16 images" in r.stdout and "(2 steps + check on 16)" in r.stdout
+    assert not any(line.startswith("{") for line in r.stdout.splitlines())  # JSON only with --json / --out
+
+
+def test_defaults_mode_times_what_train_runs_beside_the_forced_layouts():
+    r = subprocess.run([sys.executable, "-m", "taylorat", "bench", "--device", "cpu", "--models", "wrn_16_1",
+                        "--methods", "trades", "--rounds", "1", "--iters", "1", "--warmup", "0", "--steps", "1",
+                        "--batch", "4", "--defaults", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [x["variant"] for x in rows] == ["defaults", "channels_last on", "channels_last off"]
+    assert rows[0]["channels_last"] is True and "time_ratio_to_defaults" in rows[2]
+    assert "wrn_16_1: on (auto: convolutional network on 3-channel images on cpu)" in r.stdout

@@ -18,11 +18,16 @@ TINY = [
 ]
 
 
-def test_dry_run_prints_resolved_config(capsys):
+def test_dry_run_prints_resolved_config(capsys, tmp_path):
     cfg = ROOT / "configs" / "cifar10_preact18_trades_1st_2nd.yaml"
-    assert main(["train", "--config", str(cfg), "--dry-run", "optim.epochs=30"]) == 0
+    data = tmp_path / "data" / "cifar-10-batches-py"  # where CIFAR-10 would be: a dry run reads nothing
+    data.mkdir(parents=True)
+    assert main(["train", "--config", str(cfg), "--dry-run", "optim.epochs=30", f"data.data_dir={data.parent}",
+                 f"out_dir={tmp_path / 'run'}"]) == 0
     out = capsys.readouterr().out
     assert "epochs: 30" in out and "preact_resnet18" in out and '"eta2": 0.1' in out and "config OK" in out
+    assert "# model: preact_resnet18, 11,172,170 parameters for 3x32x32 inputs, 10 classes" in out
+    assert f"# data: cifar10 (on disk: {data})" in out
 
 
 @pytest.mark.parametrize("args,match", [

@@ -201,3 +201,31 @@ def test_slow_attacks_report_progress(trained, capsys):
     text = out.out + out.err
     assert "AutoAttack: robust accuracy after APGD-CE" in text  # one line per sub-attack, as it finishes
     assert "RayS on 4 images" in text and "query" in text
+
+
+def test_randomized_models_get_eot_automatically_and_by_flag(trained):
+    model, ds, _ = trained
+    res = evaluate(Noisy(model), ds, ["clean", "pgd20", "aa"], n=4, eps=0.1, progress=False)
+    assert res.settings["eot"] == {"draws": 20, "chosen": "automatically: the model is randomized"}
+    assert res.settings["pgd20"]["eot"] == 20 and res.settings["aa"]["version"] == "rand"
+    assert res.settings["aa"]["attacks"] == ["apgd-ce", "apgd-dlr"]
+    assert any("EOT" in w for w in res.warnings)
+    plain = evaluate(model, ds, ["pgd20"], n=4, eps=0.1, progress=False, eot=3)
+    assert plain.settings["pgd20"]["eot"] == 3 and plain.settings["eot"]["chosen"] == "given"
+    off = evaluate(Noisy(model), ds, ["pgd20"], n=4, eps=0.1, progress=False, eot=1)
+    assert off.settings["pgd20"]["eot"] == 1
+    with pytest.raises(ValueError, match="eot must be an integer >= 1"):
+        evaluate(model, ds, ["pgd20"], n=4, eot=0, progress=False)
+
+
+def test_eot_averages_the_gradient_over_draws():
+    """On a deterministic model EOT changes nothing; pgd's gradient is the mean of the draws' gradients."""
+    from taylorat.attacks import pgd
+
+    torch.manual_seed(0)
+    from taylorat import models
+
+    m = models.create("small_cnn", num_classes=10, in_channels=1, image_size=8).eval()
+    x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    kw = dict(eps=0.1, step=0.02, steps=3, start="none")
+    assert torch.equal(pgd(m, x, y, **kw), pgd(m, x, y, eot=4, **kw))

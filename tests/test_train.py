@@ -236,9 +236,33 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
 def test_channels_last_matches_contiguous(tmp_path):
     # PGD's sign() turns rounding differences into slightly different x', so the epoch agrees
     # to about 1%; the loss on identical inputs agrees tightly (test_objectives).
-    a = train(tiny(tmp_path / "a", **{"optim__epochs": 1}))
+    a = train(tiny(tmp_path / "a", channels_last="false", **{"optim__epochs": 1}))
     b = train(tiny(tmp_path / "b", channels_last=True, **{"optim__epochs": 1}))
     assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=2e-2)
+
+
+def test_channels_last_auto_changes_speed_not_results(tmp_path):
+    """auto resolves to on for a convolutional net on 3-channel images and ends where off ends.
+
+    The attack radius is 0 here (the adversarial batch is the clean one), so the two runs differ
+    only by float reordering; with a real attack PGD's sign() can flip a pixel (test above).
+    """
+    from safetensors.torch import load_file
+
+    kw = {"model__name": "wrn_16_1", "data__options": {"n_train": 64, "n_test": 16, "channels": 3, "image_size": 8},
+          "attack__eps": 0.0, "optim__epochs": 2, "eval__eps": 0.0}
+    auto = train(tiny(tmp_path / "auto", **kw))
+    off = train(tiny(tmp_path / "off", channels_last=False, **kw))
+    speed = json.loads((tmp_path / "auto" / "summary.json").read_text())["speed"]
+    assert speed["channels_last"] is True and speed["channels_last_setting"] == "auto"
+    assert "channels_last true" in (tmp_path / "auto" / "config.yaml").read_text()
+    assert auto.history[-1]["train_loss"] == pytest.approx(off.history[-1]["train_loss"], rel=1e-5)
+    a, b = (load_file(str(tmp_path / d / "last.safetensors")) for d in ("auto", "off"))
+    for k in a:
+        if k.startswith("model.") and a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+    small = from_dict({"model": {"name": "small_cnn"}, "channels_last": "auto"})
+    assert small.channels_last == "auto"
 
 
 @pytest.mark.slow

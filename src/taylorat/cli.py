@@ -83,7 +83,7 @@ def _eval(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, precision=args.precision, surrogate=surrogate,
                        surrogate_id=surrogate_id, cache_dir=args.cache_dir or (Path(args.out) / "transfer_cache"
                                                                              if args.out else None),
-                       rays_queries=args.rays_queries)
+                       rays_queries=args.rays_queries, eot=args.eot)
         label = meta.get("method", {}).get("name", meta["model"]["name"])
         report = report_dict(res, checkpoint=str(path), model=meta["model"]["name"], dataset=ds.name,
                              split="test", seed=args.seed, method=label, trained_epoch=meta.get("epoch"))
@@ -435,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--surrogate", help="checkpoint the transfer examples are made on")
     e.add_argument("--cache-dir", help="where transfer examples are cached (default OUT/transfer_cache)")
     e.add_argument("--rays-queries", type=int, default=10_000, help="RayS query budget per image")
+    e.add_argument("--eot", type=int, help="gradient draws per step for a randomized model (PGD/CW average over them, "
+                                           "AutoAttack runs its rand version); default: 20 when two forward passes "
+                                           "disagree, else 1")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default, the reference) or bf16 autocast (recorded in the report)")
     e.add_argument("--batch-size", type=int, help="default 500 on GPU, 256 on CPU")

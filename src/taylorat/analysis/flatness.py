@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import PGD, eval_mode
-from ..common import InputError
+from ..common import InputError, require
 from ._common import ModelLike, check_batch, model_device, resolve_models, save_figure, write_json
 
 DEFAULT_ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -200,6 +200,7 @@ def _attack_settings(attack: AttackFn | None) -> dict[str, Any] | None:
 def plot_flatness(results: Mapping[str, Flatness], path: str | Path, *, dpi: int = DPI) -> Path:
     """Loss (left) and accuracy (right) vs α, one colour per model, mean ± std band over draws;
     solid = clean, dashed = under the attack (if any). Agg canvas, PNG."""
+    require("matplotlib", "plot", "drawing this figure")
     from matplotlib.figure import Figure
 
     if not results:

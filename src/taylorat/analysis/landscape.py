@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import eval_mode
-from ..common import InputError
+from ..common import InputError, require
 from ._common import ModelLike, check_batch, model_device, resolve_models, save_figure, write_json, write_npz
 
 DEFAULT_RADIUS = 2 * 0.031  # twice the l_inf budget eps = 0.031 (≈ 8/255): the threat ball and beyond
@@ -169,6 +169,7 @@ def plot_landscapes(
     The figure is exactly ``PANEL_SIZE`` inches per panel at ``dpi``, rendered with the Agg
     canvas (headless, no pyplot state). Returns the path.
     """
+    require("matplotlib", "plot", "drawing this figure")
     from matplotlib import cm
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure

@@ -57,6 +57,7 @@ class PGDSettings:
     loss: str = "ce"
     start: str = "uniform"
     kappa: float = 50.0
+    eot: int = 1  # gradient averaged over this many passes (randomized models)
 
 
 class PGD(Attack):
@@ -65,17 +66,17 @@ class PGD(Attack):
     name = "pgd"
 
     def __init__(self, model, eps=0.031, step=0.003, steps=20, norm="linf", loss="ce", start="uniform",
-                 kappa=50.0, seed: int = 0):
+                 kappa=50.0, seed: int = 0, eot: int = 1):
         super().__init__(model)
         check_threat(eps, step, steps, norm)
-        self.cfg = PGDSettings(eps, step, steps, norm, loss, start, kappa)
+        self.cfg = PGDSettings(eps, step, steps, norm, loss, start, kappa, eot)
         self.seed = seed
 
     def forward(self, images, labels):
         gen = torch.Generator(device=images.device).manual_seed(self.seed)
         c = self.cfg
         return pgd(self.model, images, labels, eps=c.eps, step=c.step, steps=c.steps, norm=c.norm,
-                   loss=c.loss, start=c.start, kappa=c.kappa, generator=gen)
+                   loss=c.loss, start=c.start, kappa=c.kappa, generator=gen, eot=c.eot)
 
     def settings(self) -> dict:
         return {"name": self.name, **asdict(self.cfg), "seed": self.seed}
@@ -86,5 +87,6 @@ class CW(PGD):
 
     name = "cw"
 
-    def __init__(self, model, eps=0.031, step=0.003, steps=20, norm="linf", kappa=50.0, seed: int = 0):
-        super().__init__(model, eps, step, steps, norm, loss="cw", start="uniform", kappa=kappa, seed=seed)
+    def __init__(self, model, eps=0.031, step=0.003, steps=20, norm="linf", kappa=50.0, seed: int = 0,
+                 eot: int = 1):
+        super().__init__(model, eps, step, steps, norm, loss="cw", start="uniform", kappa=kappa, seed=seed, eot=eot)

@@ -63,6 +63,8 @@ class _Capture(logging.Handler):
         super().close()
 
 
+# the sub-attacks of each version (the library's "rand" runs them with EOT over 20 draws, for randomized models)
+ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "rand": ["apgd-ce", "apgd-dlr"]}
 _AFTER = re.compile(r"robust accuracy after (\S+): ([0-9.]+)%")
 
 
@@ -89,7 +91,7 @@ class AutoAttack(Attack):
     def settings(self) -> dict:
         return {"name": self.name, "library": f"pyautoattack {library_version()}", "version": self.version,
                 "eps": self.eps, "norm": self.norm, "seed": self.seed,
-                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard" else None}
+                "attacks": ATTACKS.get(self.version)}
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.run(images, labels)[0]
@@ -102,7 +104,7 @@ class AutoAttack(Attack):
         device = images.device
         lib = LibAutoAttack(self.model, eps=self.eps, norm={"linf": "Linf", "l2": "L2"}[self.norm],
                             version=self.version, seed=self.seed, device=device)
-        attacks = ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard" else None
+        attacks = ATTACKS.get(self.version)
         handler = _Capture(attacks, self.progress, len(labels))
         logger = logging.getLogger("auto-attack")
         old_level, old_propagate = logger.level, logger.propagate

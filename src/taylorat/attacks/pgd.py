@@ -144,6 +144,7 @@ def pgd(
     generator: torch.Generator | None = None,
     rows: tuple[int, int, int] | None = None,
     projection: str = "ball_then_box",
+    eot: int = 1,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss`` within the eps-ball; returns detached ``x'``.
 
@@ -151,13 +152,16 @@ def pgd(
     eval mode first). Gradients are taken w.r.t. the [0,1] image only: no parameter gradients
     are accumulated. ``loss="kl"`` needs ``target_probs`` (the clean softmax); if omitted it is
     computed once from ``model(x)``. ``rows``: see :func:`random_start` (data-parallel shards).
-    ``projection``: see :func:`project`.
+    ``projection``: see :func:`project`. ``eot``: the gradient of each step is the mean over
+    ``eot`` forward/backward passes (expectation over transformation, for randomized models).
     """
     check_threat(eps, step, steps, norm)
     if projection not in PROJECTIONS:
         raise InputError(f"unknown projection {projection!r}; use one of {', '.join(PROJECTIONS)}")
     if loss not in LOSSES:
         raise InputError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise InputError(f"eot must be an integer >= 1, got {eot!r}")
     if loss in ("ce", "cw") and y is None:
         raise InputError(f"attack loss {loss!r} needs labels y")
     x = x.detach()
@@ -168,8 +172,10 @@ def pgd(
         x_adv = random_start(x, eps, norm, start, init_std, generator, rows)
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            objective = attack_loss(model(x_adv), y, loss, target_probs, kappa)
-            (grad,) = torch.autograd.grad(objective, [x_adv])
+            grad = torch.zeros_like(x_adv)
+            for _ in range(eot):
+                objective = attack_loss(model(x_adv), y, loss, target_probs, kappa)
+                grad += torch.autograd.grad(objective, [x_adv])[0]
             with torch.no_grad():
                 if norm == "linf":
                     x_adv = x_adv + step * grad.sign()

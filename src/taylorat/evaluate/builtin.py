@@ -45,13 +45,13 @@ def clean(ctx: EvalContext) -> AttackResult:
 @register_attack("pgd20", label="PGD-20", help="PGD-20, cross-entropy, uniform random start (l_inf 0.031, "
                  "step 0.003, as TRADES' evaluation)")
 def pgd20(ctx: EvalContext) -> AttackResult:
-    attack = PGD(ctx.model, eps=ctx.eps, step=ctx.step, steps=20, norm=ctx.norm, seed=ctx.seed)
+    attack = PGD(ctx.model, eps=ctx.eps, step=ctx.step, steps=20, norm=ctx.norm, seed=ctx.seed, eot=ctx.eot)
     return AttackResult(ctx.masks(attack, "pgd20"), attack.settings())
 
 
 @register_attack("cw20", label="CW-20", help="CW margin loss (kappa 50) optimised by PGD-20")
 def cw20(ctx: EvalContext) -> AttackResult:
-    attack = CW(ctx.model, eps=ctx.eps, step=ctx.step, steps=20, norm=ctx.norm, seed=ctx.seed)
+    attack = CW(ctx.model, eps=ctx.eps, step=ctx.step, steps=20, norm=ctx.norm, seed=ctx.seed, eot=ctx.eot)
     return AttackResult(ctx.masks(attack, "cw20"), attack.settings())
 
 
@@ -68,7 +68,7 @@ def _aa_flags(res) -> list[str]:
                  help="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via pyautoattack, l_inf 8/255")
 def autoattack(ctx: EvalContext) -> AttackResult:
     aa = AutoAttack(ctx.model, eps=ctx.eps, norm=ctx.norm, seed=ctx.seed, batch_size=ctx.batch_size,
-                    progress=ctx.progress)
+                    progress=ctx.progress, version="rand" if ctx.eot > 1 else "standard")
     if ctx.progress:
         tqdm.write(f"AutoAttack ({aa.version}: APGD-CE, APGD-T, FAB-T, Square; eps={ctx.eps:.4g}) on {len(ctx.y)} "
                    "images; Square's 5,000 queries on the robust images take longest")

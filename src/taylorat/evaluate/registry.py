@@ -66,6 +66,7 @@ class EvalContext:
     batch_size: int
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # surrogate, cache_dir, rays_queries, ...
+    eot: int = 1  # > 1 for a randomized model: gradients averaged over this many draws
 
     def masks(self, attack: Callable | None, desc: str, x: torch.Tensor | None = None) -> torch.Tensor:
         """Per-image correctness after ``attack`` (None: clean), batched, with a progress bar."""

@@ -26,6 +26,8 @@ from ..common import InputError, as_float_images, check_unit_range
 from . import builtin  # noqa: F401  (registers the built-in attacks)
 from .registry import REFERENCE_EPS, REFERENCE_STEP, EvalContext, attack_eps, attack_specs, expand, get_attack
 
+EOT_DRAWS = 20  # as AutoAttack's rand version
+
 
 @dataclass
 class EvalResult:
@@ -108,6 +110,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     rays_queries: int = 10_000,
     progress: bool = True,
+    eot: int | None = None,
     **options: Any,
 ) -> EvalResult:
     """Accuracy (%) of ``model`` on ``data`` (``(x, y)`` or a Dataset's test split) under each attack.
@@ -117,6 +120,10 @@ def evaluate(
     to the reference's (0.003 on ℓ∞) at the reference radius and to ε/10 otherwise. ``transfer``
     needs a ``surrogate`` model (its examples are cached in ``cache_dir`` under ``surrogate_id``);
     extra keyword ``options`` reach attacks registered by the user (``ctx.options``).
+
+    ``eot``: draws per gradient for a randomized model (PGD/CW average the gradient over them,
+    AutoAttack runs its ``rand`` version). None: 1, or ``EOT_DRAWS`` when two forward passes of
+    the model disagree, with a note in the report.
     """
     names = expand(attacks)
     if norm not in REFERENCE_EPS:
@@ -144,15 +151,26 @@ def evaluate(
                      seconds={}, precision=precision)
     if precision == "bf16":
         res.warnings.append("evaluated under bf16 autocast on request; the reference evaluation is float32")
+    if eot is not None and (isinstance(eot, bool) or not isinstance(eot, int) or eot < 1):
+        raise InputError(f"eot must be an integer >= 1, got {eot!r}")
     try:
-        if not is_deterministic(model, x[: min(len(x), 16)].to(device)):
+        randomized = not is_deterministic(model, x[: min(len(x), 16)].to(device))
+        if randomized:
             res.warnings.append("two forward passes gave different logits: the model is randomized; its accuracy "
                                 "varies between runs and gradient-based attacks may be masked")
+        chosen = "given"
+        if eot is None:
+            eot, chosen = (EOT_DRAWS, "automatically: the model is randomized") if randomized else (1, "default")
+            if randomized:
+                res.warnings.append(f"randomized model: PGD/CW average each gradient over {EOT_DRAWS} draws (EOT) and "
+                                    "AutoAttack runs its 'rand' version (APGD-CE, APGD-DLR with EOT); set eot=1 "
+                                    "(--eot 1) to turn this off")
+        res.settings["eot"] = {"draws": eot, "chosen": chosen}
         for name in names:
             t = time.time()
             e = attack_eps(name, norm, eps, eps_by_attack)
             st = step if step is not None else (REFERENCE_STEP[norm] if e == REFERENCE_EPS[norm] else e / 10)
-            ctx = EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options)
+            ctx = EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options, eot)
             out = get_attack(name).fn(ctx)
             settings = {**out.settings, "eps": out.settings.get("eps", e)}
             res.settings[name] = settings

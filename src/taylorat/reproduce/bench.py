@@ -4,10 +4,12 @@ Times the whole training step of the trainer (`taylorat.train.step.train_step`: 
 attack, loss, backward, optimizer step) on random CIFAR-shaped data kept on the device, after a
 warm-up. Cases are interleaved round by round so that drift of a shared machine hits all of
 them alike; each case's ms/iter is the median over rounds, and the Taylor overhead is the median
-over rounds of (method ÷ trades) measured in the same round. Prints one JSON line per case, a
-Markdown table and the overhead ratios.
+over rounds of (method ÷ trades) measured in the same round. Prints a table (ms/iter, peak
+memory, ratios to TRADES and, with ``--defaults``, to what ``taylorat train`` runs by default;
+``--epoch``: one whole epoch as timed) and the overhead ratios; ``--json`` / ``--out`` the JSON.
 
     taylorat bench --device cpu --quick                  # CI: small CNN, 2 cores
+    taylorat bench --device cpu --models wrn_16_2 --batch 32 --defaults   # what train runs vs forced layouts
     taylorat bench --device cpu --quick --epoch          # + a whole epoch with data and the PGD-20 check
     taylorat bench --device cuda --models preact_resnet18,wrn_34_10 --precision bf16 --channels-last
 
@@ -30,6 +32,7 @@ from ..analysis import cost_table
 from ..common import resolve_device
 from ..train import from_dict
 from ..train.step import train_step
+from ..train.speed import resolve_channels_last
 from ..train.trainer import Trainer, build_method
 
 SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
@@ -65,7 +68,7 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
 
 
 def epoch_time(model_name: str, method: str, precision: str, args, batch: int, steps: int, n_check: int,
-               step_ms: float) -> dict:
+               step_ms: float, channels_last: bool = False) -> dict:
     """One epoch as the trainer runs it: device-resident data with crop/flip, the steps, the PGD-20 check."""
     import tempfile
 
@@ -73,7 +76,8 @@ def epoch_time(model_name: str, method: str, precision: str, args, batch: int, s
     with tempfile.TemporaryDirectory() as tmp:
         cfg = from_dict({
             "out_dir": tmp + "/run", "device": args.device, "precision": precision, "progress": False,
-            "checkpoints": "none", "channels_last": args.channels_last, "compile": args.compile, "log_every": 50,
+            "checkpoints": "none", "channels_last": channels_last, "compile": args.compile, "log_every": 50,
+            "curves": False,
             "data": {"dataset": "synthetic", "holdout": n_check,
                      "options": {"n_train": steps * batch + n_check, "n_test": 10, "channels": channels,
                                  "image_size": size}},
@@ -139,14 +143,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--warmup", type=int)
     p.add_argument("--iters", type=int, help="iterations per case per round")
     p.add_argument("--rounds", type=int)
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="force channels_last on (default: what train runs)")
+    p.add_argument("--defaults", action="store_true",
+                   help="time what `taylorat train` runs with the shipped defaults (channels_last auto, resolved "
+                        "here) beside the forced variants (channels_last on and off), interleaved")
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
+    p.add_argument("--json", action="store_true", help="print one JSON line per case (besides the table)")
     p.add_argument("--out", help="append the JSON lines to this file")
     p.add_argument("--max-overhead", type=float, help="exit 1 if a Taylor method's time ratio to trades exceeds this")
     p.add_argument("--epoch", action="store_true",
                    help="also time one whole epoch (data pipeline, training, per-epoch PGD-20 check) per case")
     p.add_argument("--epoch-steps", type=int, help="steps in that epoch (default 391; 20 with --quick)")
     p.add_argument("--check-images", type=int, help="images in the per-epoch PGD-20 check (default 1000; 64 quick)")
+    p.add_argument("--table6", action="store_true",
+                   help="also the paper's Table 6 layout: minutes per CIFAR-10 epoch (391 steps of batch 128, from "
+                        "ms/iter) and peak memory, with the ratios to TRADES")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -164,58 +175,86 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     rows, ratio_report = [], []
     for model_name in model_names:
+        channels = SHAPES.get(model_name, SHAPES["default"])[0]
+        auto, why = resolve_channels_last("auto", model_name, channels, device)
+        if args.defaults:
+            variants = [("defaults", auto), ("channels_last on", True), ("channels_last off", False)]
+        else:
+            variants = [("channels_last on" if args.channels_last else "defaults" if not auto else "channels_last off",
+                         args.channels_last)]
         for precision in precisions:
-            cases = {m: make_case(model_name, m, precision, device, batch, args.channels_last, args.compile,
-                                  args.steps) for m in methods}
+            cases = {(v, m): make_case(model_name, m, precision, device, batch, cl, args.compile, args.steps)
+                     for v, cl in variants for m in methods}
             for step in cases.values():
                 for i in range(warmup):
                     step(i)
-            times: dict[str, list[float]] = {m: [] for m in methods}
-            for r in range(rounds):
-                for m, step in cases.items():
-                    times[m].append(timed(step, iters, device, warmup + r * iters))
-            for m in methods:
-                ms = statistics.median(times[m])
-                row = {"model": model_name, "method": m, "precision": precision, "device": device_name,
-                       "batch_size": batch, "attack_steps": args.steps, "channels_last": args.channels_last,
-                       "compile": args.compile, "ms_per_iter": round(ms, 3),
-                       "peak_mib": peak_mib(cases[m], device, 0), "iters_per_epoch": 391, "rounds": rounds,
-                       "iters_per_round": iters, "torch": torch.__version__}
+            times: dict = {k: [] for k in cases}
+            for r in range(rounds):  # interleaved: drift of a shared machine hits every case alike
+                for k, step in cases.items():
+                    times[k].append(timed(step, iters, device, warmup + r * iters))
+            for (variant, m), t in times.items():
+                cl = dict(variants)[variant]
+                ms = statistics.median(t)
+                row = {"model": model_name, "method": m, "precision": precision, "variant": variant,
+                       "channels_last": cl, "device": device_name, "batch_size": batch, "attack_steps": args.steps,
+                       "compile": args.compile, "ms_per_iter": round(ms, 3), "peak_mib": peak_mib(cases[variant, m],
+                                                                                             device, 0),
+                       "rounds": rounds, "iters_per_round": iters, "torch": torch.__version__,
+                       "channels_last_auto": f"{'on' if auto else 'off'} ({why})"}
                 if m != "trades":
-                    ratios = [a / b for a, b in zip(times[m], times["trades"])]
+                    ratios = [a / b for a, b in zip(t, times[variant, "trades"])]
                     row["time_ratio_to_trades"] = round(statistics.median(ratios), 4)
-                    ratio_report.append((model_name, precision, m, row["time_ratio_to_trades"]))
+                    ratio_report.append((model_name, precision, variant, m, row["time_ratio_to_trades"]))
+                if variant != "defaults" and (("defaults", m) in times):
+                    row["time_ratio_to_defaults"] = round(statistics.median(
+                        [a / b for a, b in zip(t, times["defaults", m])]), 4)
                 if args.epoch:
                     row.update(epoch_time(model_name, m, precision, args, batch,
                                           args.epoch_steps or (20 if quick else 391),
-                                          args.check_images or (64 if quick else 1000), ms))
+                                          args.check_images or (64 if quick else 1000), ms, cl))
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                if args.json:
+                    print(json.dumps(row), flush=True)
             del cases
     if args.out:
         with open(args.out, "a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-    print()
-    print(cost_table(rows))  # paper Table 6's layout: time per epoch and memory, ratios to trades
-    print("| model | method | precision | ms/iter | × trades (median of per-round ratios) |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['model']} | {r['method']} | {r['precision']} | {r['ms_per_iter']:.1f} | "
-              f"{r.get('time_ratio_to_trades', 1.0):.3f} |")
-    print(f"\ndevice: {device_name}; batch {batch}; K={args.steps}; median of {rounds} interleaved rounds of {iters} iters")
+    print(table(rows))
+    if args.table6:
+        print(cost_table([{**r, "iters_per_epoch": 391} for r in rows]))
+        print("Table 6 layout: time per CIFAR-10 epoch = ms/iter x 391 steps (the steps alone; --epoch times a "
+              "real one with its data pipeline and per-epoch check)\n")
+    print(f"device: {device_name}; batch {batch}; K={args.steps}; median of {rounds} interleaved rounds of {iters} "
+          f"iterations; channels_last auto -> " + "; ".join(sorted({f"{r['model']}: {r['channels_last_auto']}"
+                                                                    for r in rows})))
     for r in rows:
         if "epoch_s" in r:
-            print(f"epoch {r['model']} {r['method']} {r['precision']}: {r['epoch_steps']} steps + PGD-20 check on "
-                  f"{r['epoch_check_images']} images = {r['epoch_s']:.1f} s = {r['epoch_vs_steps']:.2f} x "
-                  f"(steps x step time)")
+            print(f"timed epoch {r['model']} {r['method']} {r['precision']} {r['variant']}: {r['epoch_steps']} steps "
+                  f"+ PGD-20 check on {r['epoch_check_images']} images = {r['epoch_s']:.2f} s "
+                  f"({r['epoch_vs_steps']:.2f} x steps x step time)")
     failed = False
-    for model_name, precision, m, ratio in ratio_report:
+    for model_name, precision, variant, m, ratio in ratio_report:
         ok = args.max_overhead is None or ratio <= args.max_overhead
         failed |= not ok
-        print(f"Taylor overhead {model_name} {precision} {m} / trades = {ratio:.3f}"
+        print(f"Taylor overhead {model_name} {precision} {variant} {m} / trades = {ratio:.3f}"
               + ("" if args.max_overhead is None else f" (limit {args.max_overhead}: {'ok' if ok else 'EXCEEDED'})"))
     return 1 if failed else 0
+
+
+def table(rows: list[dict]) -> str:
+    """The readable table: per case ms/iter, peak memory, ratios to TRADES and to the defaults, a timed epoch."""
+    out = ["| model | method | precision | variant | ms/iter | peak MiB | × trades | × defaults | timed epoch |",
+           "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        epoch = (f"{r['epoch_s']:.2f} s ({r['epoch_steps']} steps + check on {r['epoch_check_images']})"
+                 if "epoch_s" in r else "–")
+        out.append(f"| {r['model']} | {r['method']} | {r['precision']} | {r['variant']} | {r['ms_per_iter']:.1f} | "
+                   + (f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "–")
+                   + f" | {r.get('time_ratio_to_trades', 1.0):.3f} | "
+                   + (f"{r['time_ratio_to_defaults']:.3f}" if "time_ratio_to_defaults" in r else "–")
+                   + f" | {epoch} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

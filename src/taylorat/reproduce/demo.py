@@ -19,6 +19,7 @@ from .. import data as datasets
 from ..common import MissingDependency, atomic_write_text, resolve_device
 from ..evaluate import evaluate, markdown_table
 from ..train import Config, from_dict, train
+from ..train.logs import format_event
 from ..train.curves import plot_histories
 
 METHODS = ("trades", "trades+1st+2nd")
@@ -49,7 +50,7 @@ def run_demo(out: str | Path, epochs: int = 30, seed: int = 0, device: str = "au
         cfg = demo_config(method, run_dir, epochs, seed, device, progress)
         log(f"== {method}: training small_cnn on digits for {epochs} epochs -> {run_dir}")
         t = time.time()
-        result = train(cfg, resume=True, log=log)
+        result = train(cfg, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         model, meta = ckpt.load_model(run_dir / "best.safetensors", resolve_device(device))
         ds = datasets.load("digits")
         ev = evaluate(model, ds, attacks=("clean", "pgd20", "cw20"), eps=EPS, step=EPS / 10, seed=seed,

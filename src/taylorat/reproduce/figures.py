@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..common import atomic_write_bytes
+from ..common import atomic_write_bytes, require
 
 CURVE = "track_test_pgd"
 
@@ -21,6 +21,7 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
     Dashed: the tracked training images, the same attack (the robust generalisation gap is the
     distance between a method's two lines).
     """
+    require("matplotlib", "plot", "drawing the study figure")
     import matplotlib
 
     matplotlib.use("Agg")

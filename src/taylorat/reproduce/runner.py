@@ -22,6 +22,7 @@ from .. import data as datasets
 from ..common import atomic_write_text, resolve_device
 from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
 from ..train import train
+from ..train.logs import format_event
 from .figures import has_curves, plot_curves
 from .render import render_readme
 from .study import RunSpec, Study, metrics, slug
@@ -161,7 +162,7 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
     for i, run in enumerate(runs, 1):
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed} -> {run.config.out_dir}")
         t = time.time()
-        train(run.config, resume=True, log=log)
+        train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
         shown = ", ".join(f"{k} {rec[k]:.2f}" for k in metrics() if isinstance(rec.get(k), (int, float)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {shown} ({time.time() - t:.0f}s this session)")

@@ -121,7 +121,7 @@ class Config:
     out_dir: str = "runs/run"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast for training; evaluation stays fp32)
-    channels_last: bool = False
+    channels_last: str = "auto"  # auto (on where it measures faster, README "Performance") | true | false
     compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's features
     sync_bn: bool = False  # torchrun: SyncBatchNorm (BN statistics over the global batch)
     taylor_stats: str = "global"  # torchrun: head statistics of the global batch (as the reference) | local (per rank)
@@ -129,6 +129,7 @@ class Config:
     log_every: int = 20
     progress: bool = True
     curves: bool = True  # draw curves.png beside metrics.jsonl after every epoch (needs taylorat[plot])
+    logging: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb (metrics.jsonl always)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -193,10 +194,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         return _number(value, key)
     if tp is str:
+        if isinstance(value, bool) and key == "channels_last":  # true / false as well as auto
+            return "true" if value else "false"
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
     if tp is list or get_origin(tp) is list:
+        if get_args(tp) == (str,):  # a list of names; a single name is a list of one
+            items = [value] if isinstance(value, str) else value
+            if isinstance(items, (list, tuple)) and all(isinstance(v, str) for v in items):
+                return list(items)
+            raise ConfigError(f"{key} must be a list of names, got {value!r}")
         if isinstance(value, (list, tuple)):
             return [_number(v, key) for v in value]
         raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -312,7 +320,10 @@ def validate(cfg: Config) -> None:
     _choice(cfg.precision, ("fp32", "bf16"), "precision")
     _choice(cfg.checkpoints, ("paper", "none"), "checkpoints")
     _choice(cfg.compile, ("none", "default", "reduce-overhead", "max-autotune"), "compile")
+    _choice(cfg.channels_last, ("auto", "true", "false"), "channels_last")
     _choice(cfg.taylor_stats, ("local", "global"), "taylor_stats")
+    for backend in cfg.logging:
+        _choice(backend, ("jsonl", "tensorboard", "wandb"), "logging")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     d = cfg.data

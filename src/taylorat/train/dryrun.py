@@ -15,6 +15,7 @@ from .. import models
 from ..common import resolve_device
 from .config import Config
 from .schedule import describe_schedule, schedule_warning
+from .speed import resolve_channels_last
 from .trainer import RunDirError, check_run_dir, run_dir_state
 
 
@@ -30,10 +31,12 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     problem = check_run_dir(cfg, resume)
     if problem:
         raise RunDirError(problem)
+    cl, why = resolve_channels_last(cfg.channels_last, cfg.model.name, channels, device)
     lines = [f"model: {cfg.model.name}, {params:,} parameters for {channels}x{size}x{size} inputs, {classes} classes",
              f"data: {d.dataset} ({where}); train_subset {d.train_subset}, holdout {d.holdout}",
              f"schedule: {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
-             f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last}, compile {cfg.compile}",
+             f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last} -> "
+             f"{'on' if cl else 'off'} ({why}), compile {cfg.compile}",
              f"out_dir: {run_dir_state(cfg)}"]
     warning = schedule_warning(o.epochs, o.milestones)
     if warning:

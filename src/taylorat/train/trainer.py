@@ -34,12 +34,15 @@ from . import distributed, sync_bn
 from .averaging import WeightAverage
 from .config import Config
 from .curves import plot_histories
+from .logs import format_event, make_sinks
 from .schedule import describe_schedule, lr_at, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
+from .speed import resolve_channels_last
 from .step import train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves"}
+RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves",
+                   "logging", "channels_last"}
 DATA_PARALLEL_ONLY = {"taylor_stats", "sync_bn"}
 METRICS = ("loss", "ce", "kl", "first", "second")
 
@@ -149,12 +152,13 @@ def _load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, tensors:
 class Trainer:
     """Builds data, model, method and optimizer from a Config and runs the epochs."""
 
-    def __init__(self, cfg: Config, log: Callable[[str], None] | None = None):
+    def __init__(self, cfg: Config, log: Callable[[dict], None] | None = None):
         self.cfg = cfg
         self.dist = distributed.from_env()
         self.device = distributed.setup(self.dist, resolve_device(cfg.device))
         main = self.dist.main
-        self.log = (log or (lambda s: tqdm.write(s))) if main else (lambda s: None)
+        self.on_event = (log or self._console) if main else (lambda ev: None)
+        self.sinks: list[Callable] = []
         self.out = Path(cfg.out_dir)
         ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
         self.dataset = ds
@@ -166,7 +170,9 @@ class Trainer:
                                    image_size=ds.image_size).to(self.device)
         if cfg.sync_bn and self.dist.enabled:
             self.model = sync_bn.convert(self.model, self.device)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.channels_last, self.channels_last_why = resolve_channels_last(cfg.channels_last, cfg.model.name,
+                                                                           ds.in_channels, self.device)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         o = cfg.optim
         self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
@@ -238,9 +244,13 @@ class Trainer:
             where = (f"in epoch {self.partial['epoch']} after step {self.partial['step']}" if self.partial
                      else f"after epoch {meta['epoch']}")
             self.log(f"resuming {self.out} {where}")
+        if self.dist.main and not self.sinks:
+            self.sinks = make_sinks([b for b in self.cfg.logging if b != "jsonl"], self.out, self.cfg.to_dict(),
+                                    self.cfg.name)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml() + f"# resolved on {self.device}: "
+                              f"channels_last {'true' if self.channels_last else 'false'} ({self.channels_last_why})\n")
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int, stop: StopOnSignal | None = None) -> dict[str, float]:
@@ -286,6 +296,8 @@ class Trainer:
                 if not math.isfinite(total):
                     self._diverged(epoch, i + 1)
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}")
+                self.emit({"event": "step", "epoch": epoch, "step": i + 1, "steps": len(self.loader), "loss": total,
+                           "lr": lr, "global_step": (epoch - 1) * len(self.loader) + i + 1}, console=False)
             stop_now = stop is not None and (stop.requested if not d.enabled
                                               else at_log and distributed.any_rank(stop.requested, d, self.device))
             if stop_now and i + 1 < len(self.loader):
@@ -303,6 +315,24 @@ class Trainer:
         out["train_acc_adv"] = 100 * vals[len(METRICS) + 1]
         out["train_seconds"] = seconds + time.time() - t0
         return out
+
+    def log(self, text: str) -> None:
+        self.emit({"event": "message", "text": text})
+
+    def emit(self, ev: dict, console: bool = True) -> None:
+        """An event to the ``log`` callback (console by default) and the logging back ends."""
+        if console or self.on_event != self._console:
+            self.on_event(ev)
+        for sink in self.sinks:
+            sink(ev)
+
+    def _console(self, ev: dict) -> None:  # the default callback's identity, for emit()
+        tqdm.write(format_event(ev))
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def _diverged(self, epoch: int, step: int) -> None:
         raise TrainingDiverged(f"loss is not finite at epoch {epoch}, step {step}; lower optim.lr (the last good "
@@ -405,7 +435,8 @@ class Trainer:
         o = cfg.optim
         self.log(f"{cfg.name}: {cfg.model.name} on {self.dataset.name} ({self.prep.info['n_train']} training images), "
                  f"{cfg.method.name}, {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}; "
-                 f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last}")
+                 f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last} -> "
+                 f"{'on' if self.channels_last else 'off'} ({self.channels_last_why})")
         warning = schedule_warning(o.epochs, o.milestones)
         if warning:
             self.log(f"WARNING: {warning}")
@@ -437,13 +468,8 @@ class Trainer:
                 left = cfg.optim.epochs - epoch
                 per_epoch = (time.time() - t0) / done
                 sel = cfg.eval.select_on
-                acc = (f"{sel} clean {record[sel + '_clean']:.2f} pgd{cfg.eval.steps} {record[sel + '_pgd']:.2f}"
-                       if f"{sel}_pgd" in record else "")
-                acc += "".join(f", {k} pgd{cfg.eval.steps} {record[f'track_{k}_pgd']:.2f}" for k in self.tracked
-                               if f"track_{k}_pgd" in record)
-                self.log(f"epoch {epoch}/{cfg.optim.epochs} loss {record['train_loss']:.4f} lr {record['lr']:.4g} "
-                         f"{acc} ({record['train_seconds']:.1f}s train + {record.get('eval_seconds', 0.0):.1f}s check, "
-                         f"eta {left * per_epoch / 60:.1f} min)")
+                self.emit({"event": "epoch", **record, "epochs": cfg.optim.epochs, "select_on": sel,
+                           "check_steps": cfg.eval.steps, "eta_minutes": left * per_epoch / 60})
                 # a signal during the epoch's last steps or its evaluation: stop here (all ranks agree)
                 if distributed.any_rank(stop.requested, self.dist, self.device):
                     raise Stopped(stop.signum or signal.SIGTERM, epoch, 0, str(self.out / "last.safetensors"))
@@ -455,6 +481,8 @@ class Trainer:
                        "data": {"dataset": self.dataset.name, **self.prep.info}, "world_size": self.dist.world,
                        "environment": {"torch": torch.__version__, "device": str(self.device),
                                        "cpu threads": torch.get_num_threads()},
+                       "speed": {"channels_last": self.channels_last, "channels_last_setting": cfg.channels_last,
+                                 "why": self.channels_last_why, "precision": cfg.precision, "compile": cfg.compile},
                        "train_seconds": sum(h["train_seconds"] for h in self.history),
                        "check_seconds": sum(h.get("eval_seconds", 0.0) for h in self.history)}
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -478,4 +506,5 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
     try:
         return trainer.run(resume=resume, stop_after=stop_after)
     finally:
+        trainer.close()
         distributed.shutdown(trainer.dist)
