@@ -36,5 +36,6 @@ def test_reproduce_from_a_non_editable_install(tmp_path):
     assert out.returncode == 0, out.stderr
     written = sorted(p.relative_to(work / "cfgs").as_posix() for p in (work / "cfgs").rglob("*.yaml"))
     assert written == ["1st_2nd_eta=0.2/seed0.yaml"]
+    (work / "data" / "cifar-10-batches-py").mkdir(parents=True)  # where CIFAR-10 would be (a dry run reads none)
     check = taylorat("train", "--config", "cfgs/1st_2nd_eta=0.2/seed0.yaml", "--dry-run")
     assert check.returncode == 0 and "eta" in check.stdout, check.stderr

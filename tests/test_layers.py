@@ -23,8 +23,9 @@ ALLOWED = {
     "train": {"common", "models", "data", "checkpoint", "attacks", "objectives"},
     "reproduce": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate",
                   "analysis"},
+    "export": {"common", "models", "data", "checkpoint", "attacks", "evaluate"},
     "cli": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate", "analysis",
-            "reproduce", "__init__"},
+            "reproduce", "export", "__init__"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -32,3 +32,52 @@ def test_api_example_runs():
     exec(compile(code, "README.md:api-example", "exec"), scope)  # noqa: S102 - our own README
     assert torch.isfinite(scope["loss"]) and scope["x_adv"].shape == (4, 3, 32, 32)
     assert (scope["x_adv"] - loader[0][0]).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_any_model_example_runs():
+    import pytest
+
+    pytest.importorskip("timm")
+    code = readme.command("any-model-example")
+    scope: dict = {}
+    exec(compile(code, "README.md:any-model-example", "exec"), scope)  # noqa: S102 - our own README
+    assert torch.isfinite(scope["loss"])
+
+
+def test_ddp_example_commands_are_the_tested_examples():
+    lines = readme.command("ddp-example").splitlines()
+    assert lines[0].startswith("torchrun --nproc_per_node 2 examples/ddp_loop.py")
+    assert lines[1].startswith("python examples/lightning_module.py --devices 2")
+    assert all((ROOT / line.split()[i]).is_file() for line, i in ((lines[0], 3), (lines[1], 1)))
+
+
+def test_every_taylorat_command_in_the_readme_parses():
+    """Each `taylorat ...` line of a bash block names a real command and real flags."""
+    import re
+    import shlex
+
+    from taylorat.cli import build_parser
+
+    parser = build_parser()
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", text, re.S)
+    commands = [line.split("#")[0].strip() for b in blocks for line in b.replace("\\\n", " ").splitlines()
+                if line.strip().startswith("taylorat ")]
+    assert len(commands) >= 15
+    for cmd in commands:
+        args = shlex.split(cmd)[1:]
+        if args[0] == "bench":  # the benchmark has its own parser
+            from taylorat.reproduce.bench import main as bench
+
+            with pytest_raises_system_exit():
+                bench(args[1:] + ["--help"])
+            continue
+        parser.parse_args(args)  # raises SystemExit on an unknown command or flag
+
+
+class pytest_raises_system_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is SystemExit and value.code == 0

@@ -73,6 +73,9 @@ def report_markdown(report: dict[str, Any], label: str) -> str:
     if "sweep" in extra:
         lines.append("PGD-20 by eps: " + ", ".join(f"{c['eps']:.3g}: {c['pgd20']:.2f}%" for c in extra["sweep"]))
     lines += [f"FLAG: {f}" for f in report.get("flags", [])]
+    if report.get("flags"):
+        lines.append("(A flag says the numbers look like gradient masking; on a small or barely trained model it "
+                     "often means PGD-20 is simply too weak for it: trust AutoAttack, RayS and the ε-sweep over it.)")
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
 

@@ -165,7 +165,7 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
         train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
         shown = ", ".join(f"{k} {rec[k]:.2f}" for k in metrics() if isinstance(rec.get(k), (int, float)))
-        log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {shown} ({time.time() - t:.0f}s this session)")
+        log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {shown} ({time.time() - t:.0f}s in this call)")
     return write_results(study, collect(study, runs_dir), out, runs_dir, command)
 
 
