@@ -46,4 +46,4 @@ def test_defaults_mode_times_what_train_runs_beside_the_forced_layouts():
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [x["variant"] for x in rows] == ["defaults", "channels_last on", "channels_last off"]
     assert rows[0]["channels_last"] is True and "time_ratio_to_defaults" in rows[2]
-    assert "wrn_16_1: on (auto: convolutional network on 3-channel images on cpu)" in r.stdout
+    assert "wrn_16_1: on (auto: convolutional network (" in r.stdout

@@ -265,6 +265,25 @@ def test_channels_last_auto_changes_speed_not_results(tmp_path):
     assert small.channels_last == "auto"
 
 
+def test_channels_last_auto_rule():
+    from torch import nn
+
+    from taylorat import models
+    from taylorat.train.speed import resolve_channels_last
+
+    cpu = torch.device("cpu")
+    for name in ("small_cnn", "wrn_16_2", "preact_resnet18", "vgg16", "mobilenetv2"):
+        with torch.device("meta"):
+            m = models.create(name, num_classes=10, in_channels=1 if name == "small_cnn" else 3,
+                              image_size=28 if name == "small_cnn" else 32)
+        assert resolve_channels_last("auto", m, cpu)[0], name
+    mlp = nn.Sequential(nn.Conv2d(3, 4, 16, 16), nn.Flatten(), nn.Linear(16, 4096), nn.Linear(4096, 10))
+    on, why = resolve_channels_last("auto", mlp, cpu)  # mostly linear layers, like a vision transformer
+    assert not on and "convolution kernels" in why
+    assert resolve_channels_last("false", models.create("wrn_16_2"), cpu) == (False, "set in the config")
+    assert not resolve_channels_last("auto", models.create("wrn_16_2"), torch.device("meta"))[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["cifar10_preact18_trades_1st_2nd.yaml", "cifar10_wrn34_10_trades_1st_2nd.yaml"])
 def test_shipped_cifar_configs_train_a_step(config, tmp_path):

@@ -175,13 +175,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     rows, ratio_report = [], []
     for model_name in model_names:
-        channels = SHAPES.get(model_name, SHAPES["default"])[0]
-        auto, why = resolve_channels_last("auto", model_name, channels, device)
+        channels, size = SHAPES.get(model_name, SHAPES["default"])
+        with torch.device("meta"):
+            meta_model = models.create(model_name, num_classes=10, in_channels=channels, image_size=size)
+        auto, why = resolve_channels_last("auto", meta_model, device)
         if args.defaults:
             variants = [("defaults", auto), ("channels_last on", True), ("channels_last off", False)]
         else:
-            variants = [("channels_last on" if args.channels_last else "defaults" if not auto else "channels_last off",
-                         args.channels_last)]
+            variants = [("channels_last on", True)] if args.channels_last else [("defaults", auto)]
         for precision in precisions:
             cases = {(v, m): make_case(model_name, m, precision, device, batch, cl, args.compile, args.steps)
                      for v, cl in variants for m in methods}

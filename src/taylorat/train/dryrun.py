@@ -31,7 +31,7 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     problem = check_run_dir(cfg, resume)
     if problem:
         raise RunDirError(problem)
-    cl, why = resolve_channels_last(cfg.channels_last, cfg.model.name, channels, device)
+    cl, why = resolve_channels_last(cfg.channels_last, model, device)
     lines = [f"model: {cfg.model.name}, {params:,} parameters for {channels}x{size}x{size} inputs, {classes} classes",
              f"data: {d.dataset} ({where}); train_subset {d.train_subset}, holdout {d.holdout}",
              f"schedule: {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",

@@ -1,29 +1,60 @@
 """Switches that change only speed, resolved for the machine a run is on (``auto``).
 
-``channels_last: auto`` turns the NHWC memory layout on where it measured faster and off where
-it did not (README "Performance", measured with ``taylorat bench --defaults``): on for the
-convolutional networks on 3-channel images (PreAct ResNet, WideResNet, VGG, MobileNetV2, timm
-CNNs) on CPU and CUDA; off for 1-channel images (MNIST-like data) and the small CNN, where the
-layout conversions cost more than the convolutions gain. ``true`` / ``false`` always win. The
-result changes only floating-point reordering (tested: a run with ``auto`` ends with the weights
-of the same run with ``false``, to float tolerance).
+``channels_last: auto`` turns the NHWC memory layout on for convolutional networks — models whose
+multiply-adds are mostly in convolutions: PreAct ResNet, WideResNet, VGG, MobileNetV2, the small
+CNN, timm CNNs — on CPU and CUDA, and off for the others (vision transformers, whose convolution
+is only the patch embedding) and on other devices. Measured with ``taylorat bench --defaults`` on
+a 2-core CPU (README "Performance"): NHWC was faster or equal for every convolutional network here,
+1-channel 28×28 images and the small CNN included; on CUDA it is what the tensor cores want for
+convolutions under bf16 (not yet measured on a GPU: benchmarks/gpu_check.sh times both layouts).
+``true`` / ``false`` always win. The result changes only floating-point reordering (tested: a run
+with ``auto`` ends with the weights of the same run with ``false``, to float tolerance).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-SMALL_MODELS = ("small_cnn",)
+CONV_SHARE = 0.5  # convolutions' share of the multiply-adds above which a model counts as convolutional
 
 
-def resolve_channels_last(setting: str, model_name: str, in_channels: int, device: torch.device) -> tuple[bool, str]:
-    """``(on, why)`` for the ``channels_last`` setting of a run."""
+def conv_share(model: nn.Module, in_channels: int, image_size: int) -> float:
+    """The fraction of one forward pass's multiply-adds spent in 2-d convolutions (counted on the meta device)."""
+    macs = {"conv": 0, "other": 0}
+
+    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            k = module.weight[0].numel()  # (C_in / groups) · kh · kw per output element
+            macs["conv"] += out.numel() * k
+        elif isinstance(module, nn.Linear):
+            macs["other"] += out.numel() * module.in_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    total = macs["conv"] + macs["other"]
+    return macs["conv"] / total if total else 0.0
+
+
+def resolve_channels_last(setting: str, model: nn.Module, device: torch.device) -> tuple[bool, str]:
+    """``(on, why)`` for a run's ``channels_last`` setting; ``model`` is measured on a meta-device copy."""
     if setting in ("true", "false"):
         return setting == "true", "set in the config"
     if device.type not in ("cpu", "cuda"):
         return False, f"auto: not measured on {device.type}"
-    if in_channels < 3:
-        return False, f"auto: {in_channels}-channel images gain nothing from NHWC"
-    if model_name in SMALL_MODELS:
-        return False, f"auto: {model_name} is too small to gain from NHWC"
-    return True, f"auto: convolutional network on {in_channels}-channel images on {device.type}"
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return False, "auto: not a taylorat model"
+    from .. import models
+
+    with torch.device("meta"):
+        probe = models.create(**spec).eval()
+    share = conv_share(probe, spec["in_channels"], spec["image_size"])
+    if share < CONV_SHARE:
+        return False, f"auto: only {share:.0%} of the multiply-adds are convolutions"
+    return True, f"auto: convolutional network ({share:.0%} of the multiply-adds in convolutions) on {device.type}"

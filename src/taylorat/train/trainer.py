@@ -170,8 +170,8 @@ class Trainer:
                                    image_size=ds.image_size).to(self.device)
         if cfg.sync_bn and self.dist.enabled:
             self.model = sync_bn.convert(self.model, self.device)
-        self.channels_last, self.channels_last_why = resolve_channels_last(cfg.channels_last, cfg.model.name,
-                                                                           ds.in_channels, self.device)
+        self.channels_last, self.channels_last_why = resolve_channels_last(cfg.channels_last, self.model,
+                                                                           self.device)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         o = cfg.optim
