@@ -117,3 +117,22 @@ def test_eval_draws_its_chart(tmp_path):
 def test_config_accepts_every_key_the_docs_name():
     cfg = from_dict(overrides=["curves=false", "eval.track_test=100", "eval.track_train=50"])
     assert cfg.curves is False and cfg.eval.track_test == 100
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, capsys):
+    import importlib
+
+    assert main(["train", f"out_dir={tmp_path / 'r'}", *TINY, "optim.epochs=1"]) == 0
+    capsys.readouterr()
+    real = importlib.import_module
+
+    def without_pyautoattack(name, package=None):
+        if name.split(".")[0] == "pyautoattack":
+            raise ImportError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_pyautoattack)
+    assert main(["eval", "--checkpoint", str(tmp_path / "r" / "best.safetensors"), "--attacks", "clean,aa",
+                 "--n", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "taylorat: error: AutoAttack needs pyautoattack: pip install 'taylorat[aa]'"
