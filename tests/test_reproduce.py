@@ -115,3 +115,12 @@ def test_study_page_counts_runs_per_environment():
     mixed = _env({"runs": [{"environment": a}, {}, {}]})
     assert mixed == "torch 2.14.1, device cpu, cpu threads 2, gpu none (1 run); not recorded (2 runs)"
     assert _env({"runs": [{}]}) == "not recorded"
+
+
+def test_dry_run_lists_the_runs_and_estimates_the_training_time(tmp_path, capsys):
+    assert main(["reproduce", str(STUDY), *TINY, "--runs-dir", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# 2 runs validated (dry run: nothing trained), 0 already trained" in out
+    estimate = next(line for line in out.splitlines() if line.startswith("# estimate on this machine"))
+    assert "for 2 runs" in estimate and "ms per step of small_cnn at batch 40" in estimate
+    assert not any(tmp_path.iterdir())  # nothing written
