@@ -108,3 +108,21 @@ def check_unit_range(x: torch.Tensor, what: str = "images") -> None:
     if x.dtype != torch.uint8 and x.numel() and (x.min() < 0 or x.max() > 1):
         raise InputError(f"{what} must lie in [0,1] (got [{x.min().item():.3g}, {x.max().item():.3g}]); "
                          "keep normalization inside the model")
+
+
+def new_figure(what: str, **kwargs: Any):
+    """A matplotlib ``Figure`` (no pyplot state); one-line error naming ``taylorat[plot]`` without matplotlib."""
+    require("matplotlib", "plot", what)
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def write_figure(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
+    """Render a matplotlib figure to PNG and write it atomically."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model
-from ..common import InputError, atomic_write_bytes, atomic_write_text
+from ..common import InputError, atomic_write_bytes, atomic_write_text, write_figure
 
 ModelLike = nn.Module | str | os.PathLike
 
@@ -67,6 +67,4 @@ def save_figure(fig, path: Path, dpi: int) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    atomic_write_bytes(path, buf.getvalue())
+    write_figure(fig, path, dpi=dpi)

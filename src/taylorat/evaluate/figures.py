@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from ..common import atomic_write_bytes, require
+from ..common import new_figure, write_figure
 from .registry import labels
 
 
 def plot_report(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Bars of ``report["results"]`` (each labelled with its ε), and the sweep curve if present; a PNG."""
-    require("matplotlib", "plot", "drawing the report chart")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     sweep = (report.get("extra") or {}).get("sweep")
-    fig = Figure(figsize=(9 if sweep else 5.5, 3.2), dpi=100)
+    fig = new_figure("drawing the report chart", figsize=(9 if sweep else 5.5, 3.2), dpi=100)
     axes = fig.subplots(1, 2 if sweep else 1)
     ax = axes[0] if sweep else axes
     names = list(report["results"])
@@ -46,7 +39,4 @@ def plot_report(report: dict[str, Any], path: str | Path, title: str = "") -> Pa
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return write_figure(fig, path)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from ..common import atomic_write_bytes, require
+from ..common import require, write_figure
 
 CURVE = "track_test_pgd"
 
@@ -50,9 +49,6 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    write_figure(fig, path)
     plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return Path(path)

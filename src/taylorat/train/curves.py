@@ -9,12 +9,11 @@ style per quantity. ``train`` writes ``curves.png`` beside ``metrics.jsonl`` aft
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..common import InputError, atomic_write_bytes, require
+from ..common import InputError, new_figure, write_figure
 
 LOSSES = (("train_loss", "loss", "-"), ("train_ce", "CE", "--"), ("train_kl", "KL", ":"),
           ("train_first", "first", "-."), ("train_second", "second", (0, (1, 3))))
@@ -34,13 +33,7 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def plot_histories(histories: Mapping[str, Sequence[dict[str, Any]]], path: str | Path, title: str = "") -> Path:
     """Draw ``{label: records}`` into a PNG at ``path`` (written atomically); returns the path."""
-    require("matplotlib", "plot", "drawing curves")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 3.8), dpi=100)
+    fig = new_figure("drawing curves", figsize=(13, 3.8), dpi=100)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     colors = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
     for i, (label, hist) in enumerate(histories.items()):
@@ -71,7 +64,4 @@ def plot_histories(histories: Mapping[str, Sequence[dict[str, Any]]], path: str 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return write_figure(fig, path)
