@@ -46,3 +46,27 @@ def test_tensorboard_gets_the_numbers_of_metrics_jsonl(tmp_path):
 def test_unknown_logging_backend_is_a_config_error():
     with pytest.raises(ValueError, match="logging='mlflow' is not one of jsonl, tensorboard, wandb"):
         from_dict({"logging": ["jsonl", "mlflow"]})
+
+
+def test_wandb_gets_the_same_numbers(tmp_path, monkeypatch):
+    """W&B is optional (taylorat[wandb]); a stand-in module records what the sink sends."""
+    import sys
+    import types
+
+    logged, inits = [], []
+
+    class Run:
+        def log(self, values):
+            logged.append(values)
+
+        def finish(self):
+            logged.append("finished")
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: inits.append(kw) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train(cfg(tmp_path / "r", logging=["jsonl", "wandb"]), log=lambda e: None)
+    history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [v for v in logged if isinstance(v, dict) and "epoch/train_loss" in v]
+    assert [v["epoch/train_loss"] for v in epochs] == pytest.approx([h["train_loss"] for h in history])
+    assert inits[0]["config"]["method"]["name"] == "trades+1st+2nd" and logged[-1] == "finished"
