@@ -83,11 +83,13 @@ def test_demo_prints_both_methods_and_writes_report(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--device", "cpu"]) == 0
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "taylorat", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("taylorat ")
 
 
+@pytest.mark.slow
 def test_landscape_command_on_two_checkpoints(tmp_path, capsys):
     for name, method in (("a", "trades"), ("b", "trades+1st+2nd")):
         assert main(["train", f"out_dir={tmp_path / name}", *TINY, f"method.name={method}"]) == 0

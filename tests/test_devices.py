@@ -66,7 +66,7 @@ def test_closed_form_statistics_equal_autograd(device):
     assert ((g - gW.sum(1)).norm() / gW.sum(1).norm()).item() < 1e-10
 
 
-@pytest.mark.parametrize("fast", ["bf16", "channels_last", "compile", "fused_sgd"])
+@pytest.mark.parametrize("fast", ["bf16", "channels_last", pytest.param("compile", marks=pytest.mark.slow), "fused_sgd"])
 def test_fast_paths_agree_with_fp32_eager(device, fast):
     g = torch.Generator(device=device).manual_seed(2)
     x = torch.rand(16, 3, 16, 16, device=device, generator=g)

@@ -32,6 +32,7 @@ def test_shipped_study_validates():
     assert st.evaluate.n == 1000 and st.evaluate.n_aa == 500 and "aa" in st.evaluate.attacks
 
 
+@pytest.mark.slow
 def test_study_end_to_end_on_synthetic_data(tmp_path, capsys):
     runs_dir, out = tmp_path / "runs", tmp_path / "docs"
     assert main(["reproduce", str(STUDY), *TINY, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0

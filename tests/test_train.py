@@ -155,6 +155,7 @@ def test_train_writes_run_directory(tmp_path):
     assert meta["data"]["n_holdout"] == 32
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
     full = train(tiny(tmp_path / "full", **{"optim__epochs": 3}))
     part = tiny(tmp_path / "part", **{"optim__epochs": 3})
@@ -302,6 +303,7 @@ def test_shipped_cifar_configs_train_a_step(config, tmp_path):
     assert meta["model"]["name"] == cfg.model.name and meta["data"]["dataset"] == "synthetic"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ema", "swa"])
 def test_weight_averaging_is_evaluated_saved_and_resumed_exactly(kind, tmp_path):
     over = {"optim__epochs": 2, "optim__average": kind, "optim__swa_start": 0.0, "optim__ema_decay": 0.9}
@@ -341,6 +343,7 @@ def test_fused_sgd_matches_the_default_kernel(tmp_path):
     assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=2e-2)
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_like_eager(tmp_path):
     a = train(tiny(tmp_path / "a", **{"optim__epochs": 1}))
     b = train(tiny(tmp_path / "b", compile="default", **{"optim__epochs": 1}))
