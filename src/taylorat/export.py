@@ -26,7 +26,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import checkpoint as ckpt
-from .common import InputError, atomic_write_bytes, atomic_write_text
+from .common import InputError, atomic_write_bytes, atomic_write_text, require
 from .models import layouts
 
 FORMATS = ("robustbench", "onnx", "state-dict")
@@ -119,7 +119,15 @@ def _torch_save(state: dict[str, torch.Tensor]) -> bytes:
 
 
 def export_onnx(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
-    """A traced ONNX graph of ``model`` (eval mode), input ``images`` (B, C, H, W) in [0,1], dynamic batch."""
+    """An ONNX graph of ``model`` (eval mode), input ``images`` (B, C, H, W) in [0,1], dynamic batch.
+
+    With ``onnxscript`` installed (``taylorat[onnx]``) PyTorch's ``torch.export``-based exporter is
+    used; otherwise its older TorchScript-based tracer (deprecated by PyTorch, same graph).
+    """
+    import importlib.util
+    import warnings
+
+    require("onnx", "onnx", "ONNX export")
     spec = getattr(model, "spec", None) or {}
     c, s = spec.get("in_channels", 3), spec.get("image_size", 32)
     model = model.eval()
@@ -127,9 +135,16 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    names = dict(input_names=["images"], output_names=["logits"])
     try:
-        torch.onnx.export(model, (x,), str(tmp), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        if importlib.util.find_spec("onnxscript") is not None:
+            dim = torch.export.Dim("batch", min=1)
+            torch.onnx.export(model, (x,), str(tmp), dynamic_shapes=({0: dim},), dynamo=True, **names)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(model, (x,), str(tmp), dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                                  dynamo=False, **names)
         tmp.replace(path)
     finally:
         if tmp.exists():
