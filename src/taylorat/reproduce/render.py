@@ -70,9 +70,9 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
               f"wd {o['weight_decay']}; attack {a['norm']} ε={a['eps']:.4g}, step {a['step']:.4g}, K={a['steps']}",
               f"- `best` checkpoint: highest PGD-{e['steps']} accuracy on the {e['select_on']} split "
               f"({e['n']} images)",
-              f"- evaluation on the first {ev.n} test images: clean, PGD-20 and CW-20 (ε={_eps(runs):.4g}, "
-              f"step {_step(runs):.4g}, uniform random start)"
-              + (f", AutoAttack standard (pyautoattack, seed {ev.seed}, ε={_eps(runs, 'aa'):.4g}) on the first "
+              f"- evaluation on the first {ev.n} test images: clean, PGD-20 and CW-20 (ε={_eps_text(runs)}, "
+              f"step {_step_text(runs)}, uniform random start)"
+              + (f", AutoAttack standard (pyautoattack, seed {ev.seed}, ε={_eps_text(runs, 'aa')}) on the first "
                  f"{n_aa} of them" if n_aa else ""),
               "- methods: " + "; ".join(f"`{m['label']}` ({_method_desc(m)})" for m in study.methods),
               f"- seeds: {', '.join(str(s) for s in study.seeds)}",
@@ -148,6 +148,22 @@ def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
                          + ("" if inside else
                             f": `{label}` overfits {'less' if mb < ma else 'more'} than `{base}`") + ".")
     return lines
+
+
+def _eps_text(runs, attack: str = "pgd20") -> str:
+    """The radius an attack ran at, or each run's when they differ (``0.1 (a), 0.15 (b)``)."""
+    per = {}
+    for r in runs:
+        s = r["settings"]
+        per.setdefault(round((s.get("attack_eps") or {}).get(attack, s["eps"]), 6), []).append(r["method"])
+    if len(per) <= 1:
+        return f"{_eps(runs, attack):.4g}"
+    return ", ".join(f"{e:.4g} ({', '.join(sorted(set(ms)))})" for e, ms in per.items())
+
+
+def _step_text(runs) -> str:
+    steps = sorted({round(r["settings"]["step"], 6) for r in runs if r["settings"].get("step") is not None})
+    return ", ".join(f"{v:.4g}" for v in steps) or "–"
 
 
 def _eps(runs, attack: str = "pgd20"):
