@@ -174,10 +174,6 @@ def _eps(runs, attack: str = "pgd20"):
     return (s.get("attack_eps") or {}).get(attack, s["eps"])
 
 
-def _step(runs):
-    return runs[0]["settings"]["step"] if runs else float("nan")
-
-
 def _method_desc(m: dict[str, Any]) -> str:
     """The run's own settings (what differs from the study's base), e.g. ``method.name=trades, precision=bf16``."""
     def flat(d: dict[str, Any], prefix: str = "") -> list[str]:
