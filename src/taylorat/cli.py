@@ -1,4 +1,7 @@
-"""Command line: ``taylorat train | eval | reproduce | landscape | bench | demo``. Errors in input are one line and a non-zero exit."""
+"""Command line: ``taylorat train | eval | reproduce | landscape | plot | import | export | bench | demo``.
+
+Input errors are one line and exit 2; any other exception keeps its traceback (exit 70).
+"""
 
 from __future__ import annotations
 
@@ -47,13 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from . import data as datasets
     from .common import resolve_device
-    from .evaluate import (
-        evaluate,
-        markdown_table,
-        report_dict,
-        report_markdown,
-        write_report,
-    )
+    from .evaluate import evaluate, markdown_table, report_dict, report_markdown, write_report
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
