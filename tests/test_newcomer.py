@@ -136,3 +136,18 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, capsys):
                  "--n", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "taylorat: error: AutoAttack needs pyautoattack: pip install 'taylorat[aa]'"
+
+
+def test_overrides_may_follow_the_options(tmp_path, capsys):
+    """`taylorat reproduce STUDY --only LABEL seeds=[1]` and `train --dry-run ... key=value` both take the
+    trailing key=value overrides; anything else unknown is still refused by argparse."""
+    assert main(["train", f"out_dir={tmp_path / 'r'}", *TINY[:-1], "--dry-run", "optim.epochs=3"]) == 0
+    assert "# schedule: 3 epochs" in capsys.readouterr().out
+    study = str(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml")
+    assert main(["reproduce", study, "--only", "trades", "seeds=[1]", "--runs-dir", str(tmp_path / "s"),
+                 "--dry-run", "--no-estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 1" in out and "seed 0" not in out
+    with pytest.raises(SystemExit):
+        main(["train", "--dry-run", "--nonsense", *TINY])
+    assert "unrecognized arguments: --nonsense" in capsys.readouterr().err

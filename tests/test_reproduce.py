@@ -125,3 +125,50 @@ def test_dry_run_lists_the_runs_and_estimates_the_training_time(tmp_path, capsys
     estimate = next(line for line in out.splitlines() if line.startswith("# estimate on this machine"))
     assert "for 2 runs" in estimate and "ms per step of small_cnn at batch 40" in estimate
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def _run(method, seed, best, last, train, test):
+    return {"method": method, "seed": seed, "clean": 80.0, "pgd20": best, "best_epoch": 40,
+            "last": {"clean": 82.0, "pgd20": last},
+            "curves": {"epoch": [1, 2], "track_test_pgd": [30.0, test], "track_train_pgd": [31.0, train]}}
+
+
+def test_best_vs_last_and_the_generalisation_gap():
+    from taylorat.reproduce.render import best_vs_last
+
+    runs = [_run("a", 0, 60, 55, 90, 55), _run("a", 1, 62, 55, 92, 55),   # overfits by 6, gap 36
+            _run("b", 0, 61, 60, 70, 60), _run("b", 1, 61, 61, 71, 61)]   # overfits by 0.5, gap 10
+    text = "\n".join(best_vs_last(runs, ["a", "b"]))
+    assert "| train − test |" in text
+    assert "| a | 2 | 61.00 ± 1.41 | 55.00 ± 0.00 | 6.00 ± 1.41 | 80.00 ± 0.00 | 82.00 ± 0.00 | 36.00 ± 1.41 | 40, 40 |" in text
+    assert "best − last of `b` vs `a`: -5.50 points (outside the seed spread ±2.12): `b` overfits less" in text
+    assert "train − test of `b` vs `a`: -26.00 points (outside the seed spread ±1.41): `b` generalises better" in text
+    untracked = [{**r, "curves": {}} for r in runs]
+    text = "\n".join(best_vs_last(untracked, ["a", "b"]))
+    assert "train − test" not in text and "`b` overfits less" in text
+
+
+def test_robust_overfitting_study_validates():
+    st = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml")
+    runs = st.runs("runs")
+    assert len(runs) == 15 and {r.seed for r in runs} == {0, 1, 2}
+    m = {r.label: r.config.resolved_method() for r in runs if r.seed == 0}
+    assert (m["trades"]["eta"], m["trades"]["noise_std"]) == (0.0, 0.0)
+    assert (m["trades+1st+2nd"]["eta"], m["trades+1st+2nd"]["noise_std"]) == (0.2, 1e-4)
+    assert m["trades+1st+2nd sigma=0.01"]["noise_std"] == 0.01 and m["trades+1st+2nd sigma=0.01"]["eta"] == 0.2
+    assert (m["trades sigma=0.01"]["eta"], m["trades sigma=0.01"]["eta2"], m["trades sigma=0.01"]["noise_std"]) == (0.0, 0.0, 0.01)
+    assert m["awp-trades"]["base"] == "awp-trades" and m["awp-trades"]["eta"] == 0.0
+    cfg = runs[0].config
+    assert cfg.eval.track_test == 500 and cfg.eval.select_on == "holdout"
+    assert st.evaluate.n == 1000 and st.evaluate.n_aa == 500 and st.evaluate.last == ["clean", "pgd20", "cw20"]
+
+
+def test_one_seed_gets_no_verdict():
+    from taylorat.reproduce.render import best_vs_last, findings
+
+    runs = [_run("a", 0, 60, 55, 90, 55), _run("b", 0, 61, 60, 70, 60)]
+    text = "\n".join(best_vs_last(runs, ["a", "b"]) + findings(summarise(runs, ["a", "b"]), ["a", "b"],
+                                                                 [("pgd20", "PGD-20")], runs))
+    assert "best − last of `b` vs `a`: -4.00 points (one seed: no spread to judge it against)." in text
+    assert "`b` vs `a`: PGD-20 +1.00 (one seed: no spread" in text
+    assert "outside" not in text and "inside" not in text and "cannot be told apart" not in text

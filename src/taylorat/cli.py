@@ -530,7 +530,13 @@ def main(argv: list[str] | None = None) -> int:
         from .reproduce.bench import main as bench
 
         return bench(argv[1:], prog="taylorat bench")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow the options (`train CFG --resume optim.epochs=3`)
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except TayloratError as e:  # bad input, missing data, a diverged loss (3), a stop on a signal (128 + signal)

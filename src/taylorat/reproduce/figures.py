@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
             ax.plot(epochs, train.mean(0), color=color, lw=1.0, ls="--", alpha=0.7)
     ax.set_xlabel("epoch")
     ax.set_ylabel("PGD-20 accuracy (%)")
-    ax.set_title(title or "test PGD-20 (solid, band: seeds) and training-image PGD-20 (dashed)", fontsize=9)
+    ax.set_title(textwrap.fill(title or "test PGD-20 (solid, band: seeds) and training-image PGD-20 (dashed)", 100),
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -114,17 +114,32 @@ def _tracked(cfg: dict[str, Any]) -> str:
             "training images (dashed)")
 
 
+def _train_test_gap(r: dict[str, Any]) -> float | None:
+    """Last epoch's PGD-20 on the tracked training images minus on the tracked test images."""
+    c = r.get("curves") or {}
+    if c.get("track_train_pgd") and c.get("track_test_pgd"):
+        return c["track_train_pgd"][-1] - c["track_test_pgd"][-1]
+    return None
+
+
 def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
-    """The `best` (selected) and `last` (final epoch) checkpoints side by side, and their gap per method."""
+    """The `best` (selected) and `last` (final epoch) checkpoints side by side, their gap per method, and
+    the robust generalisation gap (training-image minus test PGD-20 at the last epoch) when it was tracked."""
     rs = [r for r in runs if isinstance(r.get("last"), dict) and "pgd20" in r["last"]]
     if not rs:
         return []
+    tracked = all(_train_test_gap(r) is not None for r in rs)
     lines = ["", "## Best and last checkpoints", "",
              "`best` is the epoch with the highest PGD-20 on the held-out split, `last` the final epoch; both "
-             "on the same test images. Robust overfitting shows as best − last > 0.", "",
-             "| method | seeds | PGD-20 best | PGD-20 last | best − last | clean best | clean last | best epoch |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "on the same test images. Robust overfitting shows as best − last > 0."
+             + (" *train − test* is the robust generalisation gap at the last epoch: PGD-20 on the tracked "
+                "training images minus PGD-20 on the tracked test images (the curves' last point)." if tracked else ""),
+             "",
+             "| method | seeds | PGD-20 best | PGD-20 last | best − last | clean best | clean last | "
+             + ("train − test | " if tracked else "") + "best epoch |",
+             "| --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if tracked else "") + "--- |"]
     gaps: dict[str, list[float]] = {}
+    gen: dict[str, list[float]] = {}
     for label in labels:
         mine = [r for r in rs if r["method"] == label]
         if not mine:
@@ -132,21 +147,30 @@ def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
         gaps[label] = [r["pgd20"] - r["last"]["pgd20"] for r in mine]
         cols = [[r["pgd20"] for r in mine], [r["last"]["pgd20"] for r in mine], gaps[label],
                 [r["clean"] for r in mine], [r["last"].get("clean", float("nan")) for r in mine]]
+        if tracked:
+            gen[label] = [_train_test_gap(r) for r in mine]
+            cols.append(gen[label])
         lines.append(f"| {label} | {len(mine)} | " + " | ".join(
             f"{_stats(v)[0]:.2f} ± {_stats(v)[1]:.2f}" for v in cols)
             + f" | {', '.join(str(r.get('best_epoch')) for r in mine)} |")
     base = labels[0]
     if base in gaps:
         lines.append("")
-        for label, g in gaps.items():
-            if label == base:
-                continue
-            (ma, sa), (mb, sb) = _stats(gaps[base]), _stats(g)
-            inside = abs(mb - ma) <= sa + sb
-            lines.append(f"- best − last of `{label}` vs `{base}`: {mb - ma:+.2f} points "
-                         f"({'inside' if inside else 'outside'} the seed spread ±{sa + sb:.2f})"
-                         + ("" if inside else
-                            f": `{label}` overfits {'less' if mb < ma else 'more'} than `{base}`") + ".")
+        for name, table, word in (("best − last", gaps, "overfits"), ("train − test", gen, "generalises")):
+            for label, g in table.items():
+                if label == base or base not in table:
+                    continue
+                (ma, sa), (mb, sb) = _stats(table[base]), _stats(g)
+                if min(len(table[base]), len(g)) < 2:
+                    lines.append(f"- {name} of `{label}` vs `{base}`: {mb - ma:+.2f} points (one seed: no spread "
+                                 "to judge it against).")
+                    continue
+                inside = abs(mb - ma) <= sa + sb
+                verdict = (("less" if mb < ma else "more") if word == "overfits"
+                           else ("better (a smaller gap)" if mb < ma else "worse (a larger gap)"))
+                lines.append(f"- {name} of `{label}` vs `{base}`: {mb - ma:+.2f} points "
+                             f"({'inside' if inside else 'outside'} the seed spread ±{sa + sb:.2f})"
+                             + ("" if inside else f": `{label}` {word} {verdict} than `{base}`") + ".")
     return lines
 
 
@@ -194,16 +218,21 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
         if base not in summary or other not in summary:
             continue
         parts, outside = [], []
+        single = min(len(summary[base]["seeds"]), len(summary[other]["seeds"])) < 2
         for k, name in present:
             a, b = summary[base].get(k), summary[other].get(k)
             if a is None or b is None:
                 continue
             delta, spread = b["mean"] - a["mean"], a["std"] + b["std"]
             inside = abs(delta) <= spread
-            parts.append(f"{name} {delta:+.2f} ({'inside' if inside else 'outside'} the seed spread ±{spread:.2f})")
+            parts.append(f"{name} {delta:+.2f}" + ("" if single else
+                         f" ({'inside' if inside else 'outside'} the seed spread ±{spread:.2f})"))
             if not inside:
                 outside.append((name, delta))
-        out.append(f"- `{other}` vs `{base}`: " + "; ".join(parts) + ".")
+        out.append(f"- `{other}` vs `{base}`: " + "; ".join(parts)
+                   + (" (one seed: no spread to judge these differences against)." if single else "."))
+        if single:
+            continue
         if not outside:
             out.append(f"- With {len(summary[other]['seeds'])} seeds, no difference between `{other}` and `{base}` "
                        "is larger than the seed-to-seed spread: on this setup the two cannot be told apart.")
