@@ -90,7 +90,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
         lines += ["", "## Curves", "",
                   "![test PGD-20 per epoch, mean over seeds with the seed range shaded; dashed: the same on "
                   "training images](curves.png)", "",
-                  f"PGD-20 accuracy each epoch ({n_track} epochs) on {_tracked(base)}, with the per-epoch check's "
+                  f"PGD-20 accuracy each epoch ({n_track} epochs) on {_tracked(base, study)}, with the per-epoch check's "
                   "settings; measured for this figure only, never used to choose a checkpoint. Solid: test "
                   "images (mean over seeds, band: lowest to highest seed); dashed: training images. Drawn from "
                   "`results.json` (`curves` of each run)."]
@@ -108,10 +108,20 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     return "\n".join(lines)
 
 
-def _tracked(cfg: dict[str, Any]) -> str:
+def _tracked(cfg: dict[str, Any], study: Any = None) -> str:
+    """How many test and training images the curves track (each run's count when the runs differ)."""
     e = cfg["eval"]
-    return (f"the first {e.get('track_test', 0)} test images (solid) and {e.get('track_train', 0)} fixed "
-            "training images (dashed)")
+    tests, trains = {e.get("track_test", 0)}, {e.get("track_train", 0)}
+    if study is not None and hasattr(study, "runs"):
+        confs = [r.config.eval for r in study.runs("runs")]
+        tests, trains = {c.track_test for c in confs}, {c.track_train for c in confs}
+
+    def count(vals: set[int]) -> str:
+        return " or ".join(str(v) for v in sorted(vals))
+
+    differ = len(tests) > 1 or len(trains) > 1
+    return (f"the first {count(tests)} test images (solid) and {count(trains)} fixed training images (dashed"
+            + ("; the count of each run: `eval.track_*` under Setup)" if differ else ")"))
 
 
 def _train_test_gap(r: dict[str, Any]) -> float | None:
