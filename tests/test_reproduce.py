@@ -172,3 +172,14 @@ def test_one_seed_gets_no_verdict():
     assert "best − last of `b` vs `a`: -4.00 points (one seed: no spread to judge it against)." in text
     assert "`b` vs `a`: PGD-20 +1.00 (one seed: no spread" in text
     assert "outside" not in text and "inside" not in text and "cannot be told apart" not in text
+
+
+def test_an_unfinished_study_says_so():
+    from taylorat.reproduce.render import _progress
+
+    st = studies.load(STUDY)
+    assert _progress([{"method": "trades", "seed": s} for s in (0, 1, 2)]
+                     + [{"method": "trades+1st+2nd", "seed": s} for s in (0, 1, 2)], st) == []
+    text = "".join(_progress([{"method": "trades", "seed": 0}], st))
+    assert text.startswith("**In progress: 1 of 6 runs finished.**")
+    assert "`trades+1st+2nd` seed 0" in text and "`trades` seed 0" not in text

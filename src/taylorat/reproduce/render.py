@@ -57,6 +57,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     lines = [f"# {results['title']}", ""]
     if study.description:
         lines += [study.description.strip(), ""]
+    lines += _progress(runs, study)
     lines += ["Reproduce (resumes what is missing, then re-renders this page from `results.json`):", "",
               "```bash", results.get("command", f"taylorat reproduce {study.source}"), "```", ""]
     d, o, a, e = base["data"], base["optim"], base["attack"], base["eval"]
@@ -106,6 +107,18 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     lines += ["", "A difference is *inside the seed spread* when |Δ mean| ≤ std(a) + std(b). Rendered by "
               "`taylorat reproduce` from `results.json`; no number on this page is typed by hand.", ""]
     return "\n".join(lines)
+
+
+def _progress(runs: list[dict[str, Any]], study: Any) -> list[str]:
+    """A line saying which runs are still missing when the study is not finished."""
+    done = {(r["method"], r["seed"]) for r in runs}
+    missing = [(r.label, r.seed) for r in study.runs("runs") if (r.label, r.seed) not in done]
+    if not missing:
+        return []
+    total = len(done) + len(missing)
+    return [f"**In progress: {len(done)} of {total} runs finished.** Not yet run: "
+            + "; ".join(f"`{label}` seed {seed}" for label, seed in missing)
+            + ". Every number below is from the finished runs only.", ""]
 
 
 def _tracked(cfg: dict[str, Any], study: Any = None) -> str:
