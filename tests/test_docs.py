@@ -75,3 +75,5 @@ def test_front_page_quotes_the_robust_overfitting_pilot():
     for key in ("data", "optim", "attack", "model"):
         assert getattr(a, key) == getattr(b, key), key
     assert "docs/studies/robust_overfitting_pilot" in section
+    assert "docs/studies/robust_overfitting_cpu/README.md" in section
+    assert (ROOT / "docs" / "studies" / "robust_overfitting_cpu" / "README.md").is_file()
