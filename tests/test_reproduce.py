@@ -179,7 +179,7 @@ def test_an_unfinished_study_says_so():
 
     st = studies.load(STUDY)
     assert _progress([{"method": "trades", "seed": s} for s in (0, 1, 2)]
-                     + [{"method": "trades+1st+2nd", "seed": s} for s in (0, 1, 2)], st) == []
-    text = "".join(_progress([{"method": "trades", "seed": 0}], st))
+                     + [{"method": "trades+1st+2nd", "seed": s} for s in (0, 1, 2)], st.runs("runs")) == []
+    text = "".join(_progress([{"method": "trades", "seed": 0}], st.runs("runs")))
     assert text.startswith("**In progress: 1 of 6 runs finished.**")
     assert "`trades+1st+2nd` seed 0" in text and "`trades` seed 0" not in text

@@ -57,7 +57,8 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     lines = [f"# {results['title']}", ""]
     if study.description:
         lines += [study.description.strip(), ""]
-    lines += _progress(runs, study)
+    planned = study.runs("runs")  # every (label, seed) of the study file, finished or not
+    lines += _progress(runs, planned)
     lines += ["Reproduce (resumes what is missing, then re-renders this page from `results.json`):", "",
               "```bash", results.get("command", f"taylorat reproduce {study.source}"), "```", ""]
     d, o, a, e = base["data"], base["optim"], base["attack"], base["eval"]
@@ -91,7 +92,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
         lines += ["", "## Curves", "",
                   "![test PGD-20 per epoch, mean over seeds with the seed range shaded; dashed: the same on "
                   "training images](curves.png)", "",
-                  f"PGD-20 accuracy each epoch ({n_track} epochs) on {_tracked(base, study)}, with the per-epoch check's "
+                  f"PGD-20 accuracy each epoch ({n_track} epochs) on {_tracked(planned)}, with the per-epoch check's "
                   "settings; measured for this figure only, never used to choose a checkpoint. Solid: test "
                   "images (mean over seeds, band: lowest to highest seed); dashed: training images. Drawn from "
                   "`results.json` (`curves` of each run)."]
@@ -109,10 +110,10 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     return "\n".join(lines)
 
 
-def _progress(runs: list[dict[str, Any]], study: Any) -> list[str]:
-    """A line saying which runs are still missing when the study is not finished."""
+def _progress(runs: list[dict[str, Any]], planned: list[Any]) -> list[str]:
+    """A line saying which of the ``planned`` runs are still missing when the study is not finished."""
     done = {(r["method"], r["seed"]) for r in runs}
-    missing = [(r.label, r.seed) for r in study.runs("runs") if (r.label, r.seed) not in done]
+    missing = [(r.label, r.seed) for r in planned if (r.label, r.seed) not in done]
     if not missing:
         return []
     total = len(done) + len(missing)
@@ -121,13 +122,10 @@ def _progress(runs: list[dict[str, Any]], study: Any) -> list[str]:
             + ". Every number below is from the finished runs only.", ""]
 
 
-def _tracked(cfg: dict[str, Any], study: Any = None) -> str:
+def _tracked(planned: list[Any]) -> str:
     """How many test and training images the curves track (each run's count when the runs differ)."""
-    e = cfg["eval"]
-    tests, trains = {e.get("track_test", 0)}, {e.get("track_train", 0)}
-    if study is not None and hasattr(study, "runs"):
-        confs = [r.config.eval for r in study.runs("runs")]
-        tests, trains = {c.track_test for c in confs}, {c.track_train for c in confs}
+    tests = {r.config.eval.track_test for r in planned}
+    trains = {r.config.eval.track_train for r in planned}
 
     def count(vals: set[int]) -> str:
         return " or ".join(str(v) for v in sorted(vals))
