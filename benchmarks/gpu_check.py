@@ -1,6 +1,6 @@
 """The GPU check: everything taylorat must prove on a CUDA GPU, in one command, results as JSON.
 
-    bash benchmarks/gpu_check.sh OUT              # on a machine with one CUDA GPU, about 8 minutes
+    bash benchmarks/gpu_check.sh OUT              # on a machine with one CUDA GPU, about 6 minutes on an H100
     bash benchmarks/gpu_check.sh OUT --dry-run    # anywhere: the plan, and every check that needs no GPU
 
 Sections (each with its own time limit, so one slow part cannot starve the others):
@@ -10,7 +10,7 @@ Sections (each with its own time limit, so one slow part cannot starve the other
    fp32 eager, loader replay, stop-and-resume of a 2-epoch run);
 2. ``bench_*``: ``taylorat bench --device cuda`` for PreAct ResNet-18 and WideResNet-34-10, TRADES vs
    TRADES+1st+2nd at batch 128: fp32 eager (the layouts as ``train`` runs them and forced), bf16 +
-   channels_last, compile for PreAct-18, and a timed epoch (data pipeline + per-epoch check);
+   channels_last, compile (reduce-overhead) for both, and a timed epoch (data pipeline + per-epoch check);
 3. ``train_eval``: one epoch of training and ``taylorat eval`` (clean, PGD-20, AutoAttack on 64
    images) of a small model on synthetic CIFAR-shaped data on ``cuda``.
 
@@ -47,23 +47,27 @@ def plan(out: Path) -> list[dict]:
     py = sys.executable
     run_dir, ev = out / "run", out / "eval"
     return [
-        {"name": "tests", "limit": 90, "json": "tests.xml",
+        {"name": "tests", "limit": 75, "json": "tests.xml",
          "cmd": [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_devices.py",
                  f"--junitxml={out / 'tests.xml'}"]},
         {"name": "bench_preact18_fp32", "limit": 60, "json": "bench_preact18_fp32.jsonl",
          "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "fp32", "--defaults", "--rounds", "5",
                  "--iters", "10", "--warmup", "10", "--out", str(out / "bench_preact18_fp32.jsonl")]},
-        {"name": "bench_preact18_bf16", "limit": 75, "json": "bench_preact18_bf16.jsonl",
+        {"name": "bench_preact18_bf16", "limit": 60, "json": "bench_preact18_bf16.jsonl",
          "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "bf16", "--channels-last", "--rounds",
                  "5", "--iters", "10", "--warmup", "10", "--epoch", "--epoch-steps", "100", "--check-images", "1000",
                  "--out", str(out / "bench_preact18_bf16.jsonl")]},
-        {"name": "bench_preact18_compile", "limit": 105, "json": "bench_preact18_compile.jsonl",
+        {"name": "bench_preact18_compile", "limit": 90, "json": "bench_preact18_compile.jsonl",
          "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "bf16", "--channels-last", "--compile",
                  "reduce-overhead", "--rounds", "5", "--iters", "10", "--warmup", "10",
                  "--out", str(out / "bench_preact18_compile.jsonl")]},
-        {"name": "bench_wrn34_10", "limit": 90, "json": "bench_wrn34_10.jsonl",
+        {"name": "bench_wrn34_10", "limit": 60, "json": "bench_wrn34_10.jsonl",
          "cmd": [py, *BENCH, "--models", "wrn_34_10", "--precision", "fp32,bf16", "--channels-last", "--rounds", "3",
                  "--iters", "5", "--warmup", "5", "--out", str(out / "bench_wrn34_10.jsonl")]},
+        {"name": "bench_wrn34_10_compile", "limit": 150, "json": "bench_wrn34_10_compile.jsonl",
+         "cmd": [py, *BENCH, "--models", "wrn_34_10", "--precision", "bf16", "--channels-last", "--compile",
+                 "reduce-overhead", "--rounds", "3", "--iters", "5", "--warmup", "5",
+                 "--out", str(out / "bench_wrn34_10_compile.jsonl")]},
         {"name": "train_eval", "limit": 60, "json": "eval/report.json", "train": TRAIN + [f"out_dir={run_dir}"],
          "cmd": ["bash", "-c",
                  f"{py} -m taylorat train device=cuda out_dir={run_dir} " + " ".join(f"'{a}'" for a in TRAIN)

@@ -77,3 +77,25 @@ def test_front_page_quotes_the_robust_overfitting_pilot():
     assert "docs/studies/robust_overfitting_pilot" in section
     assert "docs/studies/robust_overfitting_cpu/README.md" in section
     assert (ROOT / "docs" / "studies" / "robust_overfitting_cpu" / "README.md").is_file()
+
+
+def test_gpu_page_quotes_the_gpu_check_results():
+    """Every row of docs/performance.md's H100 table, and the README's GPU numbers, come from the JSON
+    that ``benchmarks/gpu_check.sh`` wrote on that card."""
+    results = ROOT / "benchmarks" / "results" / "h100-2026-11-26"
+    rows = [r for f in sorted(results.glob("*.json")) for r in json.loads(f.read_text())["bench"]]
+    page = (ROOT / "docs" / "performance.md").read_text()
+    by_case = {}
+    for r in rows:
+        by_case.setdefault((r["model"], r["precision"], r["variant"], r["compile"]), {})[r["method"]] = r
+    assert len(by_case) == 8
+    for (model, precision, variant, compile_), m in by_case.items():
+        layout = "defaults (auto → on)" if variant == "defaults" else variant
+        t, tt = m["trades"], m["trades+1st+2nd"]
+        line = (f"| {model} | {precision} | {layout} | {compile_} | {t['ms_per_iter']:.1f} | "
+                f"{tt['ms_per_iter']:.1f} | {tt['time_ratio_to_trades']:.3f} | {tt['peak_mib']:.0f} |")
+        assert line in page, line
+    fast = {r["model"]: r["ms_per_iter"] for r in rows if r["method"] == "trades+1st+2nd" and r["compile"] != "none"}
+    readme = (ROOT / "README.md").read_text()
+    for ms in fast.values():
+        assert f"{ms:.1f} ms" in readme and f"{ms:.1f} ms" in page
