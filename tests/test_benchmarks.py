@@ -47,3 +47,20 @@ def test_defaults_mode_times_what_train_runs_beside_the_forced_layouts():
     assert [x["variant"] for x in rows] == ["defaults", "channels_last on", "channels_last off"]
     assert rows[0]["channels_last"] is True and "time_ratio_to_defaults" in rows[2]
     assert "wrn_16_1: on (auto: convolutional network (" in r.stdout
+
+
+def test_cudnn_benchmark_variants_interleave_and_leave_the_flag_as_found(tmp_path):
+    import torch
+
+    from taylorat.reproduce.bench import main
+
+    out = tmp_path / "bench.jsonl"
+    before = torch.backends.cudnn.benchmark
+    assert main(["--device", "cpu", "--models", "small_cnn", "--methods", "trades", "--rounds", "2", "--iters", "1",
+                 "--warmup", "0", "--steps", "1", "--batch", "4", "--channels-last", "--cudnn-benchmark",
+                 "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(x["variant"], x["cudnn_benchmark"]) for x in rows] == [("channels_last on", False),
+                                                                    ("channels_last on + cudnn.benchmark", True)]
+    assert "time_ratio_to_cudnn_benchmark_off" in rows[1] and "time_ratio_to_cudnn_benchmark_off" not in rows[0]
+    assert torch.backends.cudnn.benchmark is before

@@ -84,6 +84,7 @@ def test_gpu_page_quotes_the_gpu_check_results():
     that ``benchmarks/gpu_check.sh`` wrote on that card."""
     results = ROOT / "benchmarks" / "results" / "h100-2026-11-26"
     rows = [r for f in sorted(results.glob("*.json")) for r in json.loads(f.read_text())["bench"]]
+    cudnn = [json.loads(line) for f in sorted(results.glob("cudnn_benchmark_*.jsonl")) for line in f.open()]
     page = (ROOT / "docs" / "performance.md").read_text()
     by_case = {}
     for r in rows:
@@ -99,3 +100,10 @@ def test_gpu_page_quotes_the_gpu_check_results():
     readme = (ROOT / "README.md").read_text()
     for ms in fast.values():
         assert f"{ms:.1f} ms" in readme and f"{ms:.1f} ms" in page
+    ratios = [r["time_ratio_to_cudnn_benchmark_off"] for r in cudnn if r["cudnn_benchmark"]]
+    assert len(ratios) == 10 and f"ran {min(ratios):.2f}–{max(ratios):.2f} × their time" in page
+    on = {(r["model"], r["precision"], r["compile"]): r["ms_per_iter"] for r in cudnn
+          if r["cudnn_benchmark"] and r["method"] == "trades+1st+2nd"}
+    off = {(r["model"], r["precision"], r["compile"]): r["ms_per_iter"] for r in cudnn
+           if not r["cudnn_benchmark"] and r["method"] == "trades+1st+2nd"}
+    assert all(f"{off[k]:.1f} → {on[k]:.1f} ms" in page for k in on)

@@ -39,7 +39,7 @@ SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
 
 
 def make_case(model_name: str, method: str, precision: str, device: torch.device, batch: int, channels_last: bool,
-              compile_mode: str, steps: int, seed: int = 0):
+              compile_mode: str, steps: int, seed: int = 0, cudnn_benchmark: bool = False):
     channels, size = SHAPES.get(model_name, SHAPES["default"])
     cfg = from_dict({"method": {"name": method}, "attack": {"steps": steps}, "precision": precision})
     torch.manual_seed(seed)
@@ -62,6 +62,7 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
 
     def step(i: int) -> None:
         x, y = batches[i % len(batches)]
+        torch.backends.cudnn.benchmark = cudnn_benchmark  # global: set per case, so cases can interleave
         train_step(model, opt, method_obj, x, y, generator=gen, precision=precision)
 
     return step
@@ -121,14 +122,24 @@ def timed(step, iters: int, device: torch.device, start: int) -> float:
     return 1000 * (time.perf_counter() - t) / iters
 
 
-def peak_mib(step, device: torch.device, start: int) -> float | None:
+def allocated(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    sync(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def peak_mib(step, device: torch.device, start: int, own_bytes: int) -> float | None:
+    """Peak device memory of one step of this case as if it ran alone: what the case holds between steps
+    (``own_bytes``: model, optimizer state, data, measured when it was built and warmed) plus the most the
+    step allocates above what everything resident holds; the run's other cases do not count."""
     if device.type != "cuda":
         return None
-    sync(device)
+    before = allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     step(start)
     sync(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    return (own_bytes + torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -147,6 +158,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--defaults", action="store_true",
                    help="time what `taylorat train` runs with the shipped defaults (channels_last auto, resolved "
                         "here) beside the forced variants (channels_last on and off), interleaved")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="also time every case with torch.backends.cudnn.benchmark on (cuDNN times its convolution "
+                        "algorithms once per shape and keeps the fastest), interleaved with it off")
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
     p.add_argument("--json", action="store_true", help="print one JSON line per case (besides the table)")
     p.add_argument("--out", help="append the JSON lines to this file")
@@ -174,6 +188,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
 
     rows, ratio_report = [], []
+    cudnn_before = torch.backends.cudnn.benchmark
     for model_name in model_names:
         channels, size = SHAPES.get(model_name, SHAPES["default"])
         with torch.device("meta"):
@@ -183,23 +198,30 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             variants = [("defaults", auto), ("channels_last on", True), ("channels_last off", False)]
         else:
             variants = [("channels_last on", True)] if args.channels_last else [("defaults", auto)]
+        variants = [(v, cl, False) for v, cl in variants]
+        if args.cudnn_benchmark:
+            variants += [(f"{v} + cudnn.benchmark", cl, True) for v, cl, _ in variants]
         for precision in precisions:
-            cases = {(v, m): make_case(model_name, m, precision, device, batch, cl, args.compile, args.steps)
-                     for v, cl in variants for m in methods}
-            for step in cases.values():
-                for i in range(warmup):
-                    step(i)
+            cases, own = {}, {}
+            for v, cl, cb in variants:
+                for m in methods:
+                    before = allocated(device)
+                    cases[v, m] = step = make_case(model_name, m, precision, device, batch, cl, args.compile,
+                                                   args.steps, cudnn_benchmark=cb)
+                    for i in range(max(warmup, 1)):  # the first step allocates the optimizer's momentum
+                        step(i)
+                    own[v, m] = allocated(device) - before
             times: dict = {k: [] for k in cases}
             for r in range(rounds):  # interleaved: drift of a shared machine hits every case alike
                 for k, step in cases.items():
                     times[k].append(timed(step, iters, device, warmup + r * iters))
             for (variant, m), t in times.items():
-                cl = dict(variants)[variant]
+                cl, cb = next((cl, cb) for v, cl, cb in variants if v == variant)
                 ms = statistics.median(t)
                 row = {"model": model_name, "method": m, "precision": precision, "variant": variant,
                        "channels_last": cl, "device": device_name, "batch_size": batch, "attack_steps": args.steps,
-                       "compile": args.compile, "ms_per_iter": round(ms, 3), "peak_mib": peak_mib(cases[variant, m],
-                                                                                             device, 0),
+                       "compile": args.compile, "cudnn_benchmark": cb, "ms_per_iter": round(ms, 3),
+                       "peak_mib": peak_mib(cases[variant, m], device, 0, own[variant, m]),
                        "rounds": rounds, "iters_per_round": iters, "torch": torch.__version__,
                        "channels_last_auto": f"{'on' if auto else 'off'} ({why})"}
                 if m != "trades":
@@ -209,6 +231,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 if variant != "defaults" and (("defaults", m) in times):
                     row["time_ratio_to_defaults"] = round(statistics.median(
                         [a / b for a, b in zip(t, times["defaults", m])]), 4)
+                base = variant.removesuffix(" + cudnn.benchmark")
+                if cb:
+                    row["time_ratio_to_cudnn_benchmark_off"] = round(statistics.median(
+                        [a / b for a, b in zip(t, times[base, m])]), 4)
                 if args.epoch:
                     row.update(epoch_time(model_name, m, precision, args, batch,
                                           args.epoch_steps or (20 if quick else 391),
@@ -217,6 +243,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 if args.json:
                     print(json.dumps(row), flush=True)
             del cases
+            torch.backends.cudnn.benchmark = cudnn_before
     if args.out:
         with open(args.out, "a") as f:
             for row in rows:
