@@ -11,6 +11,7 @@ Sections (each with its own time limit, so one slow part cannot starve the other
 2. ``bench_*``: ``taylorat bench --device cuda`` for PreAct ResNet-18 and WideResNet-34-10, TRADES vs
    TRADES+1st+2nd at batch 128: fp32 eager (the layouts as ``train`` runs them and forced), bf16 +
    channels_last, compile (reduce-overhead) for both, and a timed epoch (data pipeline + per-epoch check);
+   the compiled PreAct-18 cases also profiled (``--profile 3``: where the Taylor step's extra time goes);
 3. ``train_eval``: one epoch of training and ``taylorat eval`` (clean, PGD-20, AutoAttack on 64
    images) of a small model on synthetic CIFAR-shaped data on ``cuda``.
 
@@ -59,7 +60,7 @@ def plan(out: Path) -> list[dict]:
                  "--out", str(out / "bench_preact18_bf16.jsonl")]},
         {"name": "bench_preact18_compile", "limit": 90, "json": "bench_preact18_compile.jsonl",
          "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "bf16", "--channels-last", "--compile",
-                 "reduce-overhead", "--rounds", "5", "--iters", "10", "--warmup", "10",
+                 "reduce-overhead", "--rounds", "15", "--iters", "10", "--warmup", "10", "--profile", "3",
                  "--out", str(out / "bench_preact18_compile.jsonl")]},
         {"name": "bench_wrn34_10", "limit": 60, "json": "bench_wrn34_10.jsonl",
          "cmd": [py, *BENCH, "--models", "wrn_34_10", "--precision", "fp32,bf16", "--channels-last", "--rounds", "3",

@@ -64,3 +64,22 @@ def test_cudnn_benchmark_variants_interleave_and_leave_the_flag_as_found(tmp_pat
                                                                     ("channels_last on + cudnn.benchmark", True)]
     assert "time_ratio_to_cudnn_benchmark_off" in rows[1] and "time_ratio_to_cudnn_benchmark_off" not in rows[0]
     assert torch.backends.cudnn.benchmark is before
+
+
+def test_profile_counts_the_operators_of_each_step(tmp_path, capsys):
+    from taylorat.reproduce.bench import main
+
+    out = tmp_path / "bench.jsonl"
+    assert main(["--device", "cpu", "--models", "small_cnn", "--methods", "trades,trades+1st+2nd", "--rounds", "1",
+                 "--iters", "1", "--warmup", "1", "--steps", "1", "--batch", "4", "--profile", "2",
+                 "--out", str(out)]) == 0
+    trades, taylor = (json.loads(line)["profile"] for line in out.read_text().splitlines())
+    assert trades["steps"] == 2 and trades["launches_per_step"] is None and trades["clock"] == "cpu"
+    assert trades["top"] and all(t["self_ms_per_step"] >= 0 and t["op"] for t in trades["top"])
+    # the randomized weights (a copy, a draw and an add per convolution, then the restore) and the Taylor
+    # statistics are operators TRADES does not run
+    assert taylor["aten_calls_per_step"] > trades["aten_calls_per_step"] > 0
+    printed = capsys.readouterr().out
+    assert "profile small_cnn trades+1st+2nd fp32 defaults: per step" in printed and "ATen calls" in printed
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--profile", "-1"])

@@ -12,6 +12,7 @@ memory, ratios to TRADES and, with ``--defaults``, to what ``taylorat train`` ru
     taylorat bench --device cpu --models wrn_16_2 --batch 32 --defaults   # what train runs vs forced layouts
     taylorat bench --device cpu --quick --epoch          # + a whole epoch with data and the PGD-20 check
     taylorat bench --device cuda --models preact_resnet18,wrn_34_10 --precision bf16 --channels-last
+    taylorat bench --device cpu --quick --profile 2      # + where each case's step spends its time
 
 (``python benchmarks/step_time.py ...`` is the same program.)
 """
@@ -34,6 +35,7 @@ from ..train import from_dict
 from ..train.step import train_step
 from ..train.speed import resolve_channels_last
 from ..train.trainer import Trainer, build_method
+from .step_profile import profile_steps, profile_table
 
 SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
 
@@ -169,10 +171,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                    help="also time one whole epoch (data pipeline, training, per-epoch PGD-20 check) per case")
     p.add_argument("--epoch-steps", type=int, help="steps in that epoch (default 391; 20 with --quick)")
     p.add_argument("--check-images", type=int, help="images in the per-epoch PGD-20 check (default 1000; 64 quick)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile N steps of each case (torch.profiler): ATen calls and kernel "
+                        "launches per step and the operators with the most self time")
     p.add_argument("--table6", action="store_true",
                    help="also the paper's Table 6 layout: minutes per CIFAR-10 epoch (391 steps of batch 128, from "
                         "ms/iter) and peak memory, with the ratios to TRADES")
     args = p.parse_args(argv)
+    if args.profile < 0:
+        p.error(f"--profile takes a number of steps to profile (0 = none), got {args.profile}")
 
     device = resolve_device(args.device)
     quick = args.quick
@@ -235,6 +242,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 if cb:
                     row["time_ratio_to_cudnn_benchmark_off"] = round(statistics.median(
                         [a / b for a, b in zip(t, times[base, m])]), 4)
+                if args.profile:  # auxiliary: a profiler that fails on this machine leaves the timings standing
+                    try:
+                        row["profile"] = profile_steps(cases[variant, m], device, 0, args.profile)
+                    except RuntimeError as e:
+                        row["profile"] = {"error": f"{type(e).__name__}: {e}"}
                 if args.epoch:
                     row.update(epoch_time(model_name, m, precision, args, batch,
                                           args.epoch_steps or (20 if quick else 391),
@@ -242,13 +254,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 rows.append(row)
                 if args.json:
                     print(json.dumps(row), flush=True)
+                if args.out:  # row by row: a later case that crashes or times out keeps the finished ones
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
             del cases
             torch.backends.cudnn.benchmark = cudnn_before
-    if args.out:
-        with open(args.out, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
     print(table(rows))
+    if args.profile:
+        print(profile_table(rows))
     if args.table6:
         print(cost_table([{**r, "iters_per_epoch": 391} for r in rows]))
         print("Table 6 layout: time per CIFAR-10 epoch = ms/iter x 391 steps (the steps alone; --epoch times a "
