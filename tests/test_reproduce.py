@@ -183,3 +183,41 @@ def test_an_unfinished_study_says_so():
     text = "".join(_progress([{"method": "trades", "seed": 0}], st.runs("runs")))
     assert text.startswith("**In progress: 1 of 6 runs finished.**")
     assert "`trades+1st+2nd` seed 0" in text and "`trades` seed 0" not in text
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_records_of_sequential_ones(tmp_path, capsys):
+    """--jobs 2: two runs at once in their own processes, the same numbers as one after the other."""
+    from taylorat.reproduce import runner
+
+    over = [x for x in TINY if not x.startswith("evaluate.n_aa")] + ["evaluate.attacks=[clean, pgd20]",
+                                                                      "evaluate.last=[]"]
+    st = studies.load(STUDY, over)
+    seq = runner.run_study(st, tmp_path / "seq", tmp_path / "seq_out", log=lambda s: None)
+    lines = []
+    par, failed = runner.run_study_parallel(st, tmp_path / "par", tmp_path / "par_out", 2, log=lines.append,
+                                            threads=1)
+    assert failed == [] and len(par["runs"]) == 2
+    keys = ("method", "seed", "clean", "pgd20", "best_epoch")
+    assert [{k: r[k] for k in keys} for r in par["runs"]] == [{k: r[k] for k in keys} for r in seq["runs"]]
+    assert sum(x.startswith("started ") for x in lines) == 2 and any(x.startswith("[2/2] ") for x in lines)
+    for label in ("trades", "trades_1st_2nd"):
+        assert "done: clean" in (tmp_path / "par" / "logs" / f"{label}_seed0.log").read_text()
+    assert main(["reproduce", str(STUDY), *TINY, "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failed_parallel_run_is_reported_and_the_others_finish(tmp_path, capsys):
+    over = [x for x in TINY if not x.startswith("evaluate.n_aa")] + ["evaluate.attacks=[clean]", "evaluate.last=[]"]
+    damaged = tmp_path / "runs" / "trades" / "seed0"
+    damaged.mkdir(parents=True)
+    (damaged / "last.safetensors").write_bytes(b"not a checkpoint")
+    assert main(["reproduce", str(STUDY), *over, "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                 "--jobs", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "FAILED trades seed 0: RunDirError" in captured.out and "1 run(s) failed: trades seed 0" in captured.err
+    assert "run the same command again to resume" in captured.err
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["method"] for r in res["runs"]] == ["trades+1st+2nd"] and "--jobs 2" in res["command"]
+    assert "holds a damaged run" in (tmp_path / "runs" / "logs" / "trades_seed0.log").read_text()

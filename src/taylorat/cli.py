@@ -213,6 +213,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0
     if not args.study:
         raise UserError("give a paper table (see --list) or a study YAML file")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1 (runs at a time), got {args.jobs}")
     st = studies.load(args.study, args.overrides, seeds=args.seeds, schedule=args.schedule,
                       run_overrides=[f"device={args.device}"] if args.device else None)
     default_dir = Path("runs") / ("paper" if st.is_table else "studies") / st.name
@@ -257,13 +259,21 @@ def _reproduce(args: argparse.Namespace) -> int:
                          + (["--seeds", str(args.seeds)] if args.seeds else [])
                          + (["--schedule", args.schedule] if args.schedule else [])
                          + (["--runs-dir", str(args.runs_dir)] if args.runs_dir else [])
-                         + (["--out", str(args.out)] if args.out else []))
+                         + (["--out", str(args.out)] if args.out else [])
+                         + (["--jobs", str(args.jobs)] if args.jobs > 1 else []))
     if args.render_only:
         records = runner.collect(st, runs_dir)
         if not records and (out / "results.json").is_file():  # no runs here: re-render the published records
             records = json.loads((out / "results.json").read_text())["runs"]
             command = json.loads((out / "results.json").read_text()).get("command", command)
         res = runner.write_results(st, records, out, runs_dir, command)
+    elif args.jobs > 1:
+        res, failed = runner.run_study_parallel(st, runs_dir, out, args.jobs, only, command=command)
+        print(f"{len(res['runs'])} runs -> {out / 'results.json'}, {out / 'README.md'}")
+        if failed:
+            raise UserError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; their logs are in "
+                            f"{runs_dir / 'logs'}; run the same command again to resume them")
+        return 0
     else:
         res = runner.run_study(st, runs_dir, out, only, command=command)
     print(f"{len(res['runs'])} runs -> {out / 'results.json'}, {out / 'README.md'}")
@@ -454,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="where results.json and README.md go (default: the runs dir)")
     r.add_argument("--only", help="comma-separated run labels (their surrogates are run too)")
     r.add_argument("--device", help="device for every run (default: each config's)")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="train and evaluate N runs at once, each in its own process with 1/N of the CPU threads "
+                        "(default 1)")
     r.add_argument("--dry-run", action="store_true",
                    help="validate every run config, list the runs and estimate the training time on this machine")
     r.add_argument("--no-estimate", action="store_true", help="with --dry-run: skip the timing measurement")

@@ -6,12 +6,20 @@ best PGD-20 on the run's selection split) on the first ``n`` test images — cle
 CW-20 on all of them, AutoAttack on the first ``n_aa`` — and stores ``eval.json`` beside the
 checkpoint (reused when its settings match). ``results.json`` and ``README.md`` are then
 rendered from those files alone.
+
+``jobs > 1`` trains and evaluates that many runs at once, each in its own process with its
+share of the CPU threads and its log in ``RUNS_DIR/logs/``; a run whose evaluation needs a
+surrogate starts once the surrogate's run has finished.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
@@ -167,6 +175,78 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
         shown = ", ".join(f"{k} {rec[k]:.2f}" for k in metrics() if isinstance(rec.get(k), (int, float)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {shown} ({time.time() - t:.0f}s in this call)")
     return write_results(study, collect(study, runs_dir), out, runs_dir, command)
+
+
+def _run_in_child(study: Study, run: RunSpec, surrogate: RunSpec | None, threads: int, log_path: str) -> str:
+    """One run in a worker process: train (resuming), evaluate; everything it prints goes to ``log_path``."""
+    torch.set_num_threads(threads)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as f:
+        def log(msg: str) -> None:
+            f.write(msg + "\n")
+
+        log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {run.label} seed {run.seed} -> {run.config.out_dir} "
+            f"({threads} threads)")
+        try:
+            train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev["event"] != "step" else None)
+            rec = evaluate_run(study, run, False, surrogate)
+        except BaseException:
+            log(traceback.format_exc())
+            raise
+        shown = ", ".join(f"{k} {rec[k]:.2f}" for k in metrics() if isinstance(rec.get(k), (int, float)))
+        log(f"done: {shown}")
+        return shown
+
+
+def run_study_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int,
+                       only: list[str] | None = None, log: Callable[[str], None] = print,
+                       command: str = "", threads: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``run_study`` with ``jobs`` runs at a time (processes of ``threads`` CPU threads each, default an equal
+    share of the cores); returns the results and the runs that failed."""
+    runs = study.runs(runs_dir, only)
+    by_key = {(r.label, r.seed): r for r in runs}
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    logs = Path(runs_dir) / "logs"
+    pending, running, finished, failed = list(runs), {}, set(), []
+    log(f"{len(runs)} runs, {jobs} at a time, {threads} CPU thread{'s' if threads > 1 else ''} each; "
+        f"per-run logs in {logs}/")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        try:
+            while pending or running:
+                for run in [r for r in pending if r.surrogate is None or (r.surrogate, r.seed) in finished]:
+                    if len(running) >= jobs:
+                        break
+                    pending.remove(run)
+                    sur = by_key.get((run.surrogate, run.seed))
+                    path = logs / f"{slug(run.label)}_seed{run.seed}.log"
+                    fut = pool.submit(_run_in_child, study, run, sur, threads, str(path))
+                    running[fut] = (run, time.time(), path)
+                    log(f"started {run.label} seed {run.seed} (log: {path})")
+                if not running:  # what is left waits for a surrogate that failed
+                    for run in pending:
+                        failed.append(f"{run.label} seed {run.seed}")
+                        log(f"skipped {run.label} seed {run.seed}: its surrogate {run.surrogate} did not finish")
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    run, t, path = running.pop(fut)
+                    _report(fut, run, t, path, finished, failed, log, len(finished) + len(failed) + 1, len(runs))
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return write_results(study, collect(study, runs_dir), out, runs_dir, command), failed
+
+
+def _report(fut: Future, run: RunSpec, t: float, path: Path, finished: set, failed: list,
+            log: Callable[[str], None], i: int, n: int) -> None:
+    err = fut.exception()
+    if err is None:
+        finished.add((run.label, run.seed))
+        log(f"[{i}/{n}] {run.label} seed {run.seed}: {fut.result()} ({time.time() - t:.0f}s)")
+    else:
+        failed.append(f"{run.label} seed {run.seed}")
+        log(f"[{i}/{n}] FAILED {run.label} seed {run.seed}: {type(err).__name__}: {err} (see {path})")
 
 
 def collect(study: Study, runs_dir: str | Path) -> list[dict[str, Any]]:
