@@ -83,3 +83,18 @@ def test_profile_counts_the_operators_of_each_step(tmp_path, capsys):
     assert "profile small_cnn trades+1st+2nd fp32 defaults: per step" in printed and "ATen calls" in printed
     with pytest.raises(SystemExit):
         main(["--device", "cpu", "--profile", "-1"])
+
+
+def test_compile_takes_the_taylor_loss_into_the_compiled_code(tmp_path):
+    """Eager, the Taylor step runs ~600 more ATen operators than TRADES' (statistics, soft targets, KL
+    terms, weight noise); with ``compile`` the loss is compiled too and only the weight noise stays."""
+    from taylorat.reproduce.bench import main
+
+    extra = {}
+    for mode in ("none", "default"):
+        out = tmp_path / f"{mode}.jsonl"
+        assert main(["--device", "cpu", "--quick", "--rounds", "1", "--iters", "1", "--warmup", "1", "--steps", "1",
+                     "--batch", "8", "--profile", "1", "--compile", mode, "--out", str(out)]) == 0
+        trades, taylor = (json.loads(line)["profile"]["aten_calls_per_step"] for line in out.read_text().splitlines())
+        extra[mode] = taylor - trades
+    assert extra["none"] > 300 and extra["default"] < extra["none"] / 5, extra

@@ -142,3 +142,31 @@ def test_stopped_and_resumed_run_ends_with_the_same_weights(device, tmp_path):
     train(part, resume=True, log=lambda e: None)
     a, b = (load_file(str(tmp_path / d / "last.safetensors")) for d in ("full", "part"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["trades+1st+2nd", "mart+1st+2nd"])
+def test_compiled_loss_agrees_with_float64_autograd(device, name, true_fp32):
+    """``compile`` also compiles the loss from the two passes (base loss + Taylor terms): its value and the
+    gradients through it equal a plain float64 eager computation."""
+    from taylorat.objectives import PairForward
+    from taylorat.train import from_dict
+    from taylorat.train.step import compiled_loss
+    from taylorat.train.trainer import build_method
+
+    method = build_method(from_dict({"method": {"name": name}}))
+    g = torch.Generator(device=device).manual_seed(4)
+    x = torch.rand(16, 3, 16, 16, device=device, generator=g)
+    x_adv = (x + 0.03 * torch.randn(x.shape, device=device, generator=g)).clamp(0, 1)
+    y = torch.randint(0, 10, (16,), device=device, generator=g)
+    results = []
+    for dtype, loss_fn in ((torch.float64, method.loss_from_outputs), (torch.float32, compiled_loss(method, "default"))):
+        model = small(device, dtype)
+        parts = loss_fn(PairForward(model, True, None)(x.to(dtype), x_adv.to(dtype)), y)
+        grads = torch.autograd.grad(parts.loss, list(model.parameters()))
+        results.append((parts, torch.cat([gr.flatten().double() for gr in grads])))
+    (ref, g64), (fast, g32) = results
+    assert fast.loss.dtype == torch.float32 and fast.first.item() > 0 and fast.second.item() > 0
+    for k in ("loss", "first", "second"):
+        assert abs(getattr(fast, k).item() - getattr(ref, k).item()) <= 1e-5 * max(1.0, abs(getattr(ref, k).item())), k
+    assert ((g32 - g64).norm() / g64.norm()).item() < 1e-4

@@ -32,7 +32,7 @@ from .. import models
 from ..analysis import cost_table
 from ..common import resolve_device
 from ..train import from_dict
-from ..train.step import train_step
+from ..train.step import compiled_loss, train_step
 from ..train.speed import resolve_channels_last
 from ..train.trainer import Trainer, build_method
 from .step_profile import profile_steps, profile_table
@@ -48,8 +48,11 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
     model = models.create(model_name, num_classes=10, in_channels=channels, image_size=size).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
-    if compile_mode != "none":
+    method_obj = build_method(cfg)
+    loss_fn = None
+    if compile_mode != "none":  # as the trainer does: the model's features and the loss
         model.forward_features = torch.compile(model.forward_features, mode=compile_mode)
+        loss_fn = compiled_loss(method_obj, compile_mode)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
                           foreach=device.type == "cuda")
     g = torch.Generator().manual_seed(seed)
@@ -59,13 +62,12 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
     loader = datasets.DeviceLoader(images, labels, batch, device, crop=True, flip=True, drop_last=True,
                                    memory_format=fmt)
     gen = torch.Generator(device=device).manual_seed(seed)
-    method_obj = build_method(cfg)
     batches = list(loader.batches(0))
 
     def step(i: int) -> None:
         x, y = batches[i % len(batches)]
         torch.backends.cudnn.benchmark = cudnn_benchmark  # global: set per case, so cases can interleave
-        train_step(model, opt, method_obj, x, y, generator=gen, precision=precision)
+        train_step(model, opt, method_obj, x, y, generator=gen, precision=precision, loss_from_outputs=loss_fn)
 
     return step
 

@@ -122,7 +122,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast for training; evaluation stays fp32)
     channels_last: str = "auto"  # auto (on where it measures faster, README "Performance") | true | false
-    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's features
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's features and the loss
     sync_bn: bool = False  # torchrun: SyncBatchNorm (BN statistics over the global batch)
     taylor_stats: str = "global"  # torchrun: head statistics of the global batch (as the reference) | local (per rank)
     checkpoints: str = "paper"  # paper | none: extra checkpoints on the paper's App. B.2 schedule

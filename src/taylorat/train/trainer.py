@@ -38,7 +38,7 @@ from .logs import format_event, make_sinks
 from .schedule import describe_schedule, lr_at, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
 from .speed import resolve_channels_last
-from .step import train_step
+from .step import compiled_loss, train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves",
@@ -195,8 +195,10 @@ class Trainer:
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
                                                shuffle=False, memory_format=self.memory_format) if self.avg else None
+        self.loss_fn = None
         if cfg.compile != "none":  # after the copies above (AWP proxy, average), which stay eager
             self.model.forward_features = torch.compile(self.model.forward_features, mode=cfg.compile)
+            self.loss_fn = compiled_loss(self.method, cfg.compile)
         self.pair = None
         if self.dist.enabled:  # one DDP forward per step: the clean and the adversarial pass together
             from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
@@ -279,7 +281,7 @@ class Trainer:
                 model.check_input(x)
             parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, hook=hook,
                                average=self.avg, pair=self.pair, rows=rows if d.enabled else None, dist=d,
-                               global_stats=cfg.taylor_stats == "global")
+                               global_stats=cfg.taylor_stats == "global", loss_from_outputs=self.loss_fn)
             with torch.no_grad():
                 b = y.shape[0]
                 s = parts.scalars()
