@@ -219,6 +219,17 @@ def test_randomized_weights_restore_bit_exactly():
     assert all(torch.equal(after[k], before[k]) for k in before)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_randomized_weights_equal_the_per_weight_formula(dtype):
+    """The multi-tensor version gives exactly what the per-weight loop ``w.add_(randn(w.shape), alpha=σ)`` gives."""
+    model = tiny_model(torch.float32).to(dtype)
+    ref = torch.Generator().manual_seed(3)
+    expected = {id(p): p.detach().clone().add_(torch.randn(p.shape, generator=ref, dtype=dtype), alpha=0.01)
+                for p in noise_parameters(model, "all")}
+    with randomized_weights(model, 0.01, "all", torch.Generator().manual_seed(3)):
+        assert all(torch.equal(p, expected[id(p)]) for p in noise_parameters(model, "all"))
+
+
 def test_noise_scopes():
     model = tiny_model(torch.float32)
     conv = noise_parameters(model, "conv")
