@@ -107,6 +107,16 @@ def test_soft_targets_degenerate_inputs_never_nan(v):
     assert (t >= 0).all()
 
 
+@pytest.mark.parametrize("C", [10, 100])
+def test_soft_targets_of_a_stack_equal_one_vector_at_a_time(C):
+    """The Taylor terms build their four matrices in one call: bit for bit the matrices of single calls."""
+    g = torch.Generator().manual_seed(C)
+    for scale in (1e-6, 1e-3, 1.0, 30.0):
+        v = torch.randn(4, C, generator=g) * scale
+        v[3] = 0.5  # a constant vector: the uniform branch
+        assert torch.equal(soft_targets(v), torch.stack([soft_targets(row) for row in v]))
+
+
 def test_soft_targets_constant_input_is_uniform_off_diagonal():
     t = soft_targets(torch.full((10,), 2.0, dtype=torch.float64))
     off = t[~torch.eye(10, dtype=torch.bool)]

@@ -45,16 +45,17 @@ def head_grad_rowsums(probs: torch.Tensor, features: torch.Tensor, y: torch.Tens
 
 
 def soft_targets(v: torch.Tensor, c: float | None = None) -> torch.Tensor:
-    """The C×C soft-target matrix of docs/method.md §5 for a C-vector ``v`` (rows sum to 1, diagonal 1−c)."""
-    n = v.shape[0]
+    """The C×C soft-target matrix of docs/method.md §5 for a C-vector ``v`` (rows sum to 1, diagonal 1−c);
+    for ``v`` of shape (..., C), one matrix per vector, shape (..., C, C)."""
+    n = v.shape[-1]
     c = default_c(n) if c is None else c
-    v = v - v.min()
-    total = v.sum()
+    v = v - v.amin(-1, keepdim=True)
+    total = v.sum(-1, keepdim=True)
     # normalisation by Σv does not change the rows below except for the Σv = 0 guard
     v = torch.where(total > 0, v / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(v))
     eye = torch.eye(n, dtype=torch.bool, device=v.device)
-    off = v.unsqueeze(0).expand(n, n).masked_fill(eye, 0.0)
-    rows = off.sum(dim=1, keepdim=True)
+    off = v.unsqueeze(-2).expand(*v.shape[:-1], n, n).masked_fill(eye, 0.0)
+    rows = off.sum(dim=-1, keepdim=True)
     uniform = torch.full_like(off, 1.0 / (n - 1)).masked_fill(eye, 0.0)
     off = torch.where(rows > 0, off / torch.where(rows > 0, rows, torch.ones_like(rows)), uniform)
     return (c * off).masked_fill(eye, 1.0 - c)
@@ -105,14 +106,16 @@ def taylor_terms(
         if stats_reduce is not None:
             g, ga = stats_reduce(g), stats_reduce(ga)
         t1, t1a = g.abs(), ga.abs()
-        y1 = soft_targets(t1 - t1a, c)[y]
-        y2 = soft_targets(t1a - t1, c)[y]
+        v = [t1 - t1a, t1a - t1]
+        if need_second:
+            t2, t2a = g * g, ga * ga
+            v += [t2a - t2] if compat == "reference" else [t2a - t2, t2 - t2a]
+        targets = soft_targets(torch.stack(v), c)[:, y]  # all soft-target matrices at once, rows picked by y
+        y1, y2 = targets[0], targets[1]
     first = 0.5 * (kl_to_target(y1, log_pa) + kl_to_target(y2, log_p))
     if need_second:
-        with torch.no_grad():
-            t2, t2a = g * g, ga * ga
-            q2 = soft_targets(t2a - t2, c)[y]
-            q1 = q2 if compat == "reference" else soft_targets(t2 - t2a, c)[y]
+        q2 = targets[2]
+        q1 = q2 if compat == "reference" else targets[3]
         second = 0.5 * (kl_to_target(q1, log_pa) + kl_to_target(q2, log_p))
     else:
         second = torch.zeros((), dtype=dtype, device=logits_nat.device)
