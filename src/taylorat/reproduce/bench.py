@@ -32,7 +32,7 @@ from .. import models
 from ..analysis import cost_table
 from ..common import resolve_device
 from ..train import from_dict
-from ..train.step import compiled_loss, train_step
+from ..train.step import compile_for_training, train_step
 from ..train.speed import resolve_channels_last
 from ..train.trainer import Trainer, build_method
 from .step_profile import profile_steps, profile_table
@@ -49,10 +49,7 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     method_obj = build_method(cfg)
-    loss_fn = None
-    if compile_mode != "none":  # as the trainer does: the model's features and the loss
-        model.forward_features = torch.compile(model.forward_features, mode=compile_mode)
-        loss_fn = compiled_loss(method_obj, compile_mode)
+    loss_fn = compile_for_training(model, method_obj, compile_mode)  # as the trainer does
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
                           foreach=device.type == "cuda")
     g = torch.Generator().manual_seed(seed)

@@ -39,6 +39,15 @@ def compiled_loss(method: Method, mode: str) -> Callable[..., LossParts]:
     return torch.compile(method.loss_from_outputs, mode=loss_mode)
 
 
+def compile_for_training(model: nn.Module, method: Method, mode: str) -> Callable[..., LossParts] | None:
+    """The ``compile`` switch: compiles ``model.forward_features`` in place and returns the compiled loss
+    for :func:`train_step` (None and nothing compiled for ``mode="none"``)."""
+    if mode == "none":
+        return None
+    model.forward_features = torch.compile(model.forward_features, mode=mode)
+    return compiled_loss(method, mode)
+
+
 def train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,

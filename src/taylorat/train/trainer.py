@@ -38,7 +38,7 @@ from .logs import format_event, make_sinks
 from .schedule import describe_schedule, lr_at, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
 from .speed import resolve_channels_last
-from .step import compiled_loss, train_step
+from .step import compile_for_training, train_step
 
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves",
@@ -195,10 +195,8 @@ class Trainer:
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
                                                shuffle=False, memory_format=self.memory_format) if self.avg else None
-        self.loss_fn = None
-        if cfg.compile != "none":  # after the copies above (AWP proxy, average), which stay eager
-            self.model.forward_features = torch.compile(self.model.forward_features, mode=cfg.compile)
-            self.loss_fn = compiled_loss(self.method, cfg.compile)
+        # after the copies above (AWP proxy, average), which stay eager
+        self.loss_fn = compile_for_training(self.model, self.method, cfg.compile)
         self.pair = None
         if self.dist.enabled:  # one DDP forward per step: the clean and the adversarial pass together
             from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
