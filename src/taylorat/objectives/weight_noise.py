@@ -49,7 +49,7 @@ def randomized_weights(
         saved = torch._foreach_mul(params, 1.0)  # copies (x·1 is exact)
         noise = [torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) for p in params]
         torch._foreach_add_(params, noise, alpha=std)
-        del noise
+        del noise  # freed before the attack runs on the noisy weights
     try:
         yield model
     finally:
