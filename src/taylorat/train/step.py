@@ -6,7 +6,7 @@ exactly, optimizer step, weight-average update. Under ``precision="bf16"`` the a
 loss run under bf16 autocast (the statistics of the Taylor terms and the losses stay float32).
 
 With ``compile`` on, the loss from the two passes' outputs (base loss, head statistics, soft
-targets, Taylor KL terms: about 200 small operators) is compiled too (:func:`compiled_loss`), so
+targets, Taylor KL terms: hundreds of small operators) is compiled too (:func:`compiled_loss`), so
 that it runs as a few fused kernels instead of one launch per operator between the forward and
 the backward pass.
 """
