@@ -64,9 +64,11 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     d, o, a, e = base["data"], base["optim"], base["attack"], base["eval"]
     lines += ["## Setup", "",
               f"- data: `{d['dataset']}`, "
-              + (f"a training subset of {d['train_subset']} images (seeded, stratified)" if d["train_subset"]
-                 else "the whole training set")
-              + f", {d['holdout']} images held out of it for choosing `best`; model `{base['model']['name']}`",
+              + (f"{d['holdout']} training images held out for choosing `best` (seeded, stratified), "
+                 if d["holdout"] else "")
+              + (f"{d['train_subset']} of the rest trained on (seeded, stratified)" if d["train_subset"]
+                 else ("the rest trained on" if d["holdout"] else "the whole training set trained on"))
+              + f"; model `{base['model']['name']}`",
               f"- training: {o['epochs']} epochs, batch {o['batch_size']}, SGD lr {o['lr']} (÷10 at "
               f"{', '.join(str(m) for m in o['milestones'])} of the epochs), momentum {o['momentum']}, "
               f"wd {o['weight_decay']}; attack {a['norm']} ε={a['eps']:.4g}, step {a['step']:.4g}, K={a['steps']}",
