@@ -221,3 +221,30 @@ def test_a_failed_parallel_run_is_reported_and_the_others_finish(tmp_path, capsy
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["method"] for r in res["runs"]] == ["trades+1st+2nd"] and "--jobs 2" in res["command"]
     assert "holds a damaged run" in (tmp_path / "runs" / "logs" / "trades_seed0.log").read_text()
+
+
+@pytest.mark.parametrize("holdout, subset, text", [
+    (250, 250, "250 training images held out for choosing `best` (seeded, stratified), 250 of the rest trained on"),
+    (200, None, "200 training images held out for choosing `best` (seeded, stratified), the rest trained on"),
+    (0, None, "the whole training set trained on"),
+])
+def test_study_page_states_the_split_as_prepare_draws_it(holdout, subset, text):
+    """The page's data line matches `data.prepare`: the hold-out is drawn first, the subset from the rest."""
+    import torch
+
+    from taylorat.data import prepare
+    from taylorat.data import Dataset
+    from taylorat.reproduce.render import render_readme
+
+    y = torch.arange(10).repeat(60)
+    ds = Dataset(name="toy", train_x=torch.zeros(600, 1, 2, 2, dtype=torch.uint8), train_y=y,
+                 test_x=torch.zeros(10, 1, 2, 2, dtype=torch.uint8),
+                 test_y=torch.arange(10), num_classes=10, crop=False, flip=False)
+    p = prepare(ds, train_subset=subset, holdout=holdout, seed=0)
+    assert (p.info["n_holdout"], p.info["n_train"]) == (holdout, subset or 600 - holdout)
+    st = studies.from_values({"name": "s", "runs": [{"label": "a", "method": {"name": "trades"}}],
+                              "base": {"data": {"train_subset": subset, "holdout": holdout},
+                                       "eval": {"select_on": "holdout" if holdout else "test"}}})
+    run = {"method": "a", "seed": 0, "clean": 90.0, "settings": {"eps": 0.031, "step": 0.003}}
+    page = render_readme({"title": "s", "runs": [run], "config": {"resolved": st.runs("r")[0].config.to_dict()}}, st)
+    assert text in page

@@ -63,12 +63,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
               "```bash", results.get("command", f"taylorat reproduce {study.source}"), "```", ""]
     d, o, a, e = base["data"], base["optim"], base["attack"], base["eval"]
     lines += ["## Setup", "",
-              f"- data: `{d['dataset']}`, "
-              + (f"{d['holdout']} training images held out for choosing `best` (seeded, stratified), "
-                 if d["holdout"] else "")
-              + (f"{d['train_subset']} of the rest trained on (seeded, stratified)" if d["train_subset"]
-                 else ("the rest trained on" if d["holdout"] else "the whole training set trained on"))
-              + f"; model `{base['model']['name']}`",
+              f"- data: `{d['dataset']}`, {_split_text(d)}; model `{base['model']['name']}`",
               f"- training: {o['epochs']} epochs, batch {o['batch_size']}, SGD lr {o['lr']} (÷10 at "
               f"{', '.join(str(m) for m in o['milestones'])} of the epochs), momentum {o['momentum']}, "
               f"wd {o['weight_decay']}; attack {a['norm']} ε={a['eps']:.4g}, step {a['step']:.4g}, K={a['steps']}",
@@ -110,6 +105,14 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     lines += ["", "A difference is *inside the seed spread* when |Δ mean| ≤ std(a) + std(b). Rendered by "
               "`taylorat reproduce` from `results.json`; no number on this page is typed by hand.", ""]
     return "\n".join(lines)
+
+
+def _split_text(d: dict[str, Any]) -> str:
+    """The training split as `data.prepare` draws it: the hold-out first, then the subset from the rest."""
+    hold = f"{d['holdout']} training images held out for choosing `best` (seeded, stratified), " if d["holdout"] else ""
+    if d["train_subset"]:
+        return hold + f"{d['train_subset']} of the rest trained on (seeded, stratified)"
+    return hold + ("the rest trained on" if d["holdout"] else "the whole training set trained on")
 
 
 def _progress(runs: list[dict[str, Any]], planned: list[Any]) -> list[str]:
