@@ -248,3 +248,28 @@ def test_study_page_states_the_split_as_prepare_draws_it(holdout, subset, text):
     run = {"method": "a", "seed": 0, "clean": 90.0, "settings": {"eps": 0.031, "step": 0.003}}
     page = render_readme({"title": "s", "runs": [run], "config": {"resolved": st.runs("r")[0].config.to_dict()}}, st)
     assert text in page
+
+
+def test_study_figure_bands_are_seed_means_and_ranges(tmp_path):
+    """The figure's lines are per-epoch means over seeds, its bands the lowest and highest seed."""
+    from taylorat.reproduce.figures import band, lr_drops, plot_curves
+
+    def run(method, test, train, lr):
+        return {"method": method, "curves": {"epoch": [1, 2, 3][:len(test)], "track_test_pgd": test,
+                                             "track_train_pgd": train, "lr": lr}}
+
+    runs = [run("a", [40.0, 50.0, 48.0], [41.0, 60.0, 70.0], [0.1, 0.01, 0.01]),
+            run("a", [42.0, 54.0, 44.0], [43.0, 66.0, 80.0], [0.1, 0.01, 0.01]),
+            run("b", [30.0, 35.0], [30.0, 36.0], [0.1, 0.1]),   # a shorter run: cut, not padded
+            {"method": "b", "curves": {}}]                      # a run without curves is left out
+    test = band(runs, "a", "track_test_pgd")
+    assert test == {"epoch": [1, 2, 3], "mean": [41.0, 52.0, 46.0], "lo": [40.0, 50.0, 44.0],
+                    "hi": [42.0, 54.0, 48.0], "seeds": [2.0]}
+    gap = band(runs, "a", "gap")   # training-image accuracy minus test accuracy, per seed, then averaged
+    assert gap["mean"] == [1.0, 11.0, 29.0] and gap["lo"] == [1.0, 10.0, 22.0] and gap["hi"] == [1.0, 12.0, 36.0]
+    assert band(runs, "b", "gap") == {"epoch": [1, 2], "mean": [0.0, 1.0], "lo": [0.0, 1.0], "hi": [0.0, 1.0],
+                                      "seeds": [1.0]}
+    assert band(runs, "c", "track_test_pgd") is None
+    assert lr_drops(runs) == [2] and lr_drops([{"method": "b", "curves": {}}]) == []
+    png = plot_curves(runs, ["a", "b"], tmp_path / "curves.png", "a title")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -9,47 +9,82 @@ from typing import Any
 from ..common import require, write_figure
 
 CURVE = "track_test_pgd"
+TRAIN = "track_train_pgd"
 
 
 def has_curves(runs: list[dict[str, Any]]) -> bool:
     return any(CURVE in (r.get("curves") or {}) for r in runs)
 
 
-def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path, title: str = "") -> Path:
-    """Test PGD accuracy per epoch: one line per method (mean over seeds), the band spans the seeds.
+def band(runs: list[dict[str, Any]], label: str, key: str) -> dict[str, list[float]] | None:
+    """One method's curve over its seeds, epoch by epoch: ``{"epoch", "mean", "lo", "hi", "seeds"}``.
 
-    Dashed: the tracked training images, the same attack (the robust generalisation gap is the
-    distance between a method's two lines).
+    ``key`` is a ``curves`` entry, or ``"gap"`` for the robust generalisation gap
+    PGD-20(tracked training images) − PGD-20(tracked test images). Runs are cut to the
+    shortest curve; ``None`` when no run of ``label`` has the curve.
+    """
+    need = (CURVE, TRAIN) if key == "gap" else (key,)
+    cs = [r["curves"] for r in runs if r["method"] == label and all(k in (r.get("curves") or {}) for k in need)]
+    if not cs:
+        return None
+    n = min(len(c["epoch"]) for c in cs)
+    rows = [[c[TRAIN][i] - c[CURVE][i] for i in range(n)] if key == "gap" else list(c[key][:n]) for c in cs]
+    cols = list(zip(*rows))
+    return {"epoch": list(cs[0]["epoch"][:n]), "mean": [sum(v) / len(v) for v in cols],
+            "lo": [min(v) for v in cols], "hi": [max(v) for v in cols], "seeds": [float(len(cs))]}
+
+
+def lr_drops(runs: list[dict[str, Any]]) -> list[int]:
+    """Epochs whose learning rate is below the previous epoch's (read from the first run with an ``lr`` curve)."""
+    for r in runs:
+        c = r.get("curves") or {}
+        if c.get("lr") and c.get("epoch"):
+            return [c["epoch"][i] for i in range(1, len(c["lr"])) if c["lr"][i] < c["lr"][i - 1]]
+    return []
+
+
+def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path, title: str = "") -> Path:
+    """Two panels per study, one line per method (mean over seeds, band: lowest to highest seed).
+
+    Left: test PGD-20 accuracy per epoch, where robust overfitting shows as a fall after the
+    learning-rate drops (dotted). Right: the robust generalisation gap, PGD-20 on the tracked
+    training images minus PGD-20 on the tracked test images.
     """
     require("matplotlib", "plot", "drawing the study figure")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.4), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, label in enumerate(labels):
-        rs = [r["curves"] for r in runs if r["method"] == label and CURVE in (r.get("curves") or {})]
-        if not rs:
-            continue
-        n = min(len(c["epoch"]) for c in rs)
-        epochs = np.array(rs[0]["epoch"][:n])
-        color = colors[i % len(colors)]
-        test = np.array([c[CURVE][:n] for c in rs], dtype=float)
-        ax.plot(epochs, test.mean(0), color=color, lw=1.6, label=f"{label} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
-        if len(rs) > 1:
-            ax.fill_between(epochs, test.min(0), test.max(0), color=color, alpha=0.18, lw=0)
-        if all("track_train_pgd" in c for c in rs):
-            train = np.array([c["track_train_pgd"][:n] for c in rs], dtype=float)
-            ax.plot(epochs, train.mean(0), color=color, lw=1.0, ls="--", alpha=0.7)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("PGD-20 accuracy (%)")
-    ax.set_title(textwrap.fill(title or "test PGD-20 (solid, band: seeds) and training-image PGD-20 (dashed)", 100),
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    drops = lr_drops(runs)
+    for ax, key, ylabel in ((left, CURVE, "test PGD-20 accuracy (%)"),
+                            (right, "gap", "train − test PGD-20 (points)")):
+        for i, label in enumerate(labels):
+            b = band(runs, label, key)
+            if b is None:
+                continue
+            color = colors[i % len(colors)]
+            seeds = int(b["seeds"][0])
+            ax.plot(b["epoch"], b["mean"], color=color, lw=1.5, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+            if seeds > 1:
+                ax.fill_between(b["epoch"], b["lo"], b["hi"], color=color, alpha=0.15, lw=0)
+        for e in drops:
+            ax.axvline(e, color="0.4", ls=":", lw=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    # the test curves climb from chance in the first epochs; show the part where methods differ
+    tails = [v for label in labels if (b := band(runs, label, CURVE)) for v in b["lo"][len(b["lo"]) // 5:]]
+    tops = [v for label in labels if (b := band(runs, label, CURVE)) for v in b["hi"][len(b["hi"]) // 5:]]
+    if tails:
+        left.set_ylim(min(tails) - 2, max(tops) + 2)
+    left.set_title("test PGD-20 (dotted: learning-rate drops)", fontsize=9)
+    right.set_title("robust generalisation gap: training images − test images", fontsize=9)
+    right.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(textwrap.fill(title, 120), fontsize=9)
     fig.tight_layout()
     write_figure(fig, path)
     plt.close(fig)

@@ -87,12 +87,14 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     if has_curves(runs):
         n_track = max(len(r["curves"].get("epoch", [])) for r in runs if r.get("curves"))
         lines += ["", "## Curves", "",
-                  "![test PGD-20 per epoch, mean over seeds with the seed range shaded; dashed: the same on "
-                  "training images](curves.png)", "",
+                  "![left: test PGD-20 per epoch; right: training-image PGD-20 minus test PGD-20 per epoch; "
+                  "mean over seeds with the seed range shaded](curves.png)", "",
                   f"PGD-20 accuracy each epoch ({n_track} epochs) on {_tracked(planned)}, with the per-epoch check's "
-                  "settings; measured for this figure only, never used to choose a checkpoint. Solid: test "
-                  "images (mean over seeds, band: lowest to highest seed); dashed: training images. Drawn from "
-                  "`results.json` (`curves` of each run)."]
+                  "settings; measured for this figure only, never used to choose a checkpoint. Left: test accuracy, "
+                  "where robust overfitting shows as a fall after the learning-rate drops (dotted). Right: the "
+                  "robust generalisation gap, training-image accuracy minus test accuracy. Lines are means over "
+                  "seeds, bands run from the lowest to the highest seed. Drawn from `results.json` (`curves` of "
+                  "each run)."]
     lines += ["", "## Per seed", "",
               "| method | seed | " + " | ".join(n for _, n in present) + " | best epoch | train s | eval s |",
               "| --- | --- | " + " | ".join("---" for _ in present) + " | --- | --- | --- |"]
@@ -136,8 +138,8 @@ def _tracked(planned: list[Any]) -> str:
         return " or ".join(str(v) for v in sorted(vals))
 
     differ = len(tests) > 1 or len(trains) > 1
-    return (f"the first {count(tests)} test images (solid) and {count(trains)} fixed training images (dashed"
-            + ("; the count of each run: `eval.track_*` under Setup)" if differ else ")"))
+    return (f"the first {count(tests)} test images and {count(trains)} fixed training images"
+            + (" (the count of each run: `eval.track_*` under Setup)" if differ else ""))
 
 
 def _train_test_gap(r: dict[str, Any]) -> float | None:
