@@ -273,3 +273,19 @@ def test_study_figure_bands_are_seed_means_and_ranges(tmp_path):
     assert lr_drops(runs) == [2] and lr_drops([{"method": "b", "curves": {}}]) == []
     png = plot_curves(runs, ["a", "b"], tmp_path / "curves.png", "a title")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_one_seed_shows_its_value_without_a_spread():
+    """A method with one seed has no spread: its cells carry the value alone, never a made-up ± 0.00."""
+    from taylorat.reproduce.render import best_vs_last, findings, summarise
+
+    runs = [_run("a", 0, 60, 55, 90, 55), _run("a", 1, 62, 55, 92, 55), _run("b", 0, 61, 60, 70, 60)]
+    for r, gap in zip(runs, (3.0, 5.0, 4.0)):
+        r.update(aa=r["pgd20"] - gap, pgd20_on_aa_images=r["pgd20"], clean_on_aa_images=80.0)
+    text = "\n".join(best_vs_last(runs, ["a", "b"]))
+    assert "| b | 1 | 61.00 | 60.00 | 1.00 | 80.00 | 82.00 | 10.00 | 40 |" in text
+    assert "| a | 2 | 61.00 ± 1.41 | 55.00 ± 0.00 |" in text   # two equal seeds: a real zero spread
+    summary = summarise(runs, ["a", "b"])
+    out = "\n".join(findings(summary, ["a", "b"], [("pgd20", "PGD-20")], runs))
+    assert "`a`: PGD-20 reads 4.00 ± 1.41 points above AutoAttack" in out
+    assert "`b`: PGD-20 reads 4.00 points above AutoAttack" in out and "± 0.00" not in out

@@ -42,7 +42,14 @@ def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[s
 
 
 def _pm(s: dict[str, Any] | None) -> str:
-    return "–" if s is None else f"{s['mean']:.2f} ± {s['std']:.2f}"
+    """``mean ± std`` over seeds; the value alone for one seed (it has no spread to show)."""
+    if s is None:
+        return "–"
+    return f"{s['mean']:.2f}" if len(s.get("values", [0, 0])) < 2 else f"{s['mean']:.2f} ± {s['std']:.2f}"
+
+
+def _pm_values(vals: list[float]) -> str:
+    return _pm({"mean": _stats(vals)[0], "std": _stats(vals)[1], "values": vals})
 
 
 def render_readme(results: dict[str, Any], study: Any) -> str:
@@ -179,7 +186,7 @@ def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
             gen[label] = [_train_test_gap(r) for r in mine]
             cols.append(gen[label])
         lines.append(f"| {label} | {len(mine)} | " + " | ".join(
-            f"{_stats(v)[0]:.2f} ± {_stats(v)[1]:.2f}" for v in cols)
+            _pm_values(v) for v in cols)
             + f" | {', '.join(str(r.get('best_epoch')) for r in mine)} |")
     base = labels[0]
     if base in gaps:
@@ -273,7 +280,7 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
                 out.append(f"- `{other}` is lower than `{base}` beyond the seed spread in: {', '.join(worse)}.")
     for label, s in summary.items():
         if "gap" in s:
-            out.append(f"- `{label}`: PGD-20 reads {s['gap']['mean']:.2f} ± {s['gap']['std']:.2f} points above "
+            out.append(f"- `{label}`: PGD-20 reads {_pm(s['gap'])} points above "
                        "AutoAttack on the same images; PGD-20 alone overstates robustness by that much.")
     bad = [f"{r['method']} seed {r['seed']}" for r in runs
            if r.get("pgd20", 0) > r.get("clean", 100) or r.get("aa", 0) > r.get("clean_on_aa_images", 100)]
@@ -302,8 +309,8 @@ def render_table(results: dict[str, Any], study: Any) -> str:
         lines += [f"Paper: {study.description.strip()}", ""]
     lines += ["Reproduce (trains what is missing, resumes what was interrupted, re-renders this page):", "",
               "```bash", results.get("command", f"taylorat reproduce {study.name}"), "```", "",
-              "Each cell: **ours** mean ± std over seeds / paper (ours − paper). ≈ marks a difference to the "
-              "row's baseline that lies inside the seed spread (|Δ| ≤ std + std).", "",
+              "Each cell: **ours** mean ± std over seeds (one seed: its value) / paper (ours − paper). ≈ marks a "
+              "difference to the row's baseline that lies inside the seed spread (|Δ| ≤ std + std).", "",
               "| row | seeds | " + " | ".join(names.get(c, c) for c in cols) + " |",
               "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
     for m in study.methods:
@@ -316,7 +323,8 @@ def render_table(results: dict[str, Any], study: Any) -> str:
             if ours is None:
                 cells.append("– / " + (_num(p, c) if p is not None else "–"))
                 continue
-            cell = f"**{_num(ours['mean'], c)} ± {_num(ours['std'], c)}**"
+            cell = (f"**{_num(ours['mean'], c)}**" if len(ours.get("values", [0, 0])) < 2
+                    else f"**{_num(ours['mean'], c)} ± {_num(ours['std'], c)}**")
             if c in base and abs(ours["mean"] - base[c]["mean"]) <= ours["std"] + base[c]["std"]:
                 cell += " ≈"
             cell += f" / {_num(p, c)} ({ours['mean'] - p:+.2f})" if p is not None else " / –"
