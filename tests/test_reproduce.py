@@ -186,25 +186,27 @@ def test_an_unfinished_study_says_so():
 
 
 @pytest.mark.slow
-def test_parallel_runs_give_the_records_of_sequential_ones(tmp_path, capsys):
+def test_parallel_runs_give_the_records_of_sequential_ones(tmp_path, capfd):
     """--jobs 2: two runs at once in their own processes, the same numbers as one after the other."""
     from taylorat.reproduce import runner
 
     over = [x for x in TINY if not x.startswith("evaluate.n_aa")] + ["evaluate.attacks=[clean, pgd20]",
-                                                                      "evaluate.last=[]"]
+                                                                      "evaluate.last=[]", "base.progress=true"]
     st = studies.load(STUDY, over)
     seq = runner.run_study(st, tmp_path / "seq", tmp_path / "seq_out", log=lambda s: None)
+    assert "epoch 1/1" in capfd.readouterr().err   # one run at a time draws its progress bar
     lines = []
     par, failed = runner.run_study_parallel(st, tmp_path / "par", tmp_path / "par_out", 2, log=lines.append,
                                             threads=1)
     assert failed == [] and len(par["runs"]) == 2
+    assert "epoch 1/1" not in capfd.readouterr().err   # parallel runs draw none over each other
     keys = ("method", "seed", "clean", "pgd20", "best_epoch")
     assert [{k: r[k] for k in keys} for r in par["runs"]] == [{k: r[k] for k in keys} for r in seq["runs"]]
     assert sum(x.startswith("started ") for x in lines) == 2 and any(x.startswith("[2/2] ") for x in lines)
     for label in ("trades", "trades_1st_2nd"):
         assert "done: clean" in (tmp_path / "par" / "logs" / f"{label}_seed0.log").read_text()
     assert main(["reproduce", str(STUDY), *TINY, "--jobs", "0"]) == 2
-    assert "--jobs must be >= 1" in capsys.readouterr().err
+    assert "--jobs must be >= 1" in capfd.readouterr().err
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ surrogate starts once the surrogate's run has finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -192,7 +193,10 @@ def _run_in_child(study: Study, run: RunSpec, surrogate: RunSpec | None, threads
         log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {run.label} seed {run.seed} -> {run.config.out_dir} "
             f"({threads} threads)")
         try:
-            train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev["event"] != "step" else None)
+            # no progress bars: parallel runs would draw theirs over each other on the one terminal,
+            # and the log already gets a line per epoch
+            quiet = dataclasses.replace(run.config, progress=False)
+            train(quiet, resume=True, log=lambda ev: log(format_event(ev)) if ev["event"] != "step" else None)
             rec = evaluate_run(study, run, False, surrogate)
         except BaseException:
             log(traceback.format_exc())
