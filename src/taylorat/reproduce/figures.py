@@ -56,7 +56,7 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.4), dpi=110)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.8), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drops = lr_drops(runs)
     for ax, key, ylabel in ((left, CURVE, "test PGD-20 accuracy (%)"),
@@ -82,10 +82,13 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
         left.set_ylim(min(tails) - 2, max(tops) + 2)
     left.set_title("test PGD-20 (dotted: learning-rate drops)", fontsize=9)
     right.set_title("robust generalisation gap: training images − test images", fontsize=9)
-    right.legend(fontsize=8, loc="lower right")
+    handles, names = left.get_legend_handles_labels()
+    ncol = min(3, max(1, len(names)))
+    rows = -(-len(names) // ncol)
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     if title:
         fig.suptitle(textwrap.fill(title, 120), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
     write_figure(fig, path)
     plt.close(fig)
     return Path(path)
