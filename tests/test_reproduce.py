@@ -266,11 +266,11 @@ def test_study_figure_bands_are_seed_means_and_ranges(tmp_path):
             {"method": "b", "curves": {}}]                      # a run without curves is left out
     test = band(runs, "a", "track_test_pgd")
     assert test == {"epoch": [1, 2, 3], "mean": [41.0, 52.0, 46.0], "lo": [40.0, 50.0, 44.0],
-                    "hi": [42.0, 54.0, 48.0], "seeds": [2.0]}
+                    "hi": [42.0, 54.0, 48.0], "seeds": 2}
     gap = band(runs, "a", "gap")   # training-image accuracy minus test accuracy, per seed, then averaged
     assert gap["mean"] == [1.0, 11.0, 29.0] and gap["lo"] == [1.0, 10.0, 22.0] and gap["hi"] == [1.0, 12.0, 36.0]
     assert band(runs, "b", "gap") == {"epoch": [1, 2], "mean": [0.0, 1.0], "lo": [0.0, 1.0], "hi": [0.0, 1.0],
-                                      "seeds": [1.0]}
+                                      "seeds": 1}
     assert band(runs, "c", "track_test_pgd") is None
     assert lr_drops(runs) == [2] and lr_drops([{"method": "b", "curves": {}}]) == []
     png = plot_curves(runs, ["a", "b"], tmp_path / "curves.png", "a title")

@@ -16,7 +16,7 @@ def has_curves(runs: list[dict[str, Any]]) -> bool:
     return any(CURVE in (r.get("curves") or {}) for r in runs)
 
 
-def band(runs: list[dict[str, Any]], label: str, key: str) -> dict[str, list[float]] | None:
+def band(runs: list[dict[str, Any]], label: str, key: str) -> dict[str, Any] | None:
     """One method's curve over its seeds, epoch by epoch: ``{"epoch", "mean", "lo", "hi", "seeds"}``.
 
     ``key`` is a ``curves`` entry, or ``"gap"`` for the robust generalisation gap
@@ -31,7 +31,7 @@ def band(runs: list[dict[str, Any]], label: str, key: str) -> dict[str, list[flo
     rows = [[c[TRAIN][i] - c[CURVE][i] for i in range(n)] if key == "gap" else list(c[key][:n]) for c in cs]
     cols = list(zip(*rows))
     return {"epoch": list(cs[0]["epoch"][:n]), "mean": [sum(v) / len(v) for v in cols],
-            "lo": [min(v) for v in cols], "hi": [max(v) for v in cols], "seeds": [float(len(cs))]}
+            "lo": [min(v) for v in cols], "hi": [max(v) for v in cols], "seeds": len(cs)}
 
 
 def lr_drops(runs: list[dict[str, Any]]) -> list[int]:
@@ -59,14 +59,15 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.8), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drops = lr_drops(runs)
+    bands = {key: {label: band(runs, label, key) for label in labels} for key in (CURVE, "gap")}
     for ax, key, ylabel in ((left, CURVE, "test PGD-20 accuracy (%)"),
                             (right, "gap", "train − test PGD-20 (points)")):
         for i, label in enumerate(labels):
-            b = band(runs, label, key)
+            b = bands[key][label]
             if b is None:
                 continue
             color = colors[i % len(colors)]
-            seeds = int(b["seeds"][0])
+            seeds = b["seeds"]
             ax.plot(b["epoch"], b["mean"], color=color, lw=1.5, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
             if seeds > 1:
                 ax.fill_between(b["epoch"], b["lo"], b["hi"], color=color, alpha=0.15, lw=0)
@@ -76,8 +77,9 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     # the test curves climb from chance in the first epochs; show the part where methods differ
-    tails = [v for label in labels if (b := band(runs, label, CURVE)) for v in b["lo"][len(b["lo"]) // 5:]]
-    tops = [v for label in labels if (b := band(runs, label, CURVE)) for v in b["hi"][len(b["hi"]) // 5:]]
+    tests = [b for b in bands[CURVE].values() if b]
+    tails = [v for b in tests for v in b["lo"][len(b["lo"]) // 5:]]
+    tops = [v for b in tests for v in b["hi"][len(b["hi"]) // 5:]]
     if tails:
         left.set_ylim(min(tails) - 2, max(tops) + 2)
     left.set_title("test PGD-20 (dotted: learning-rate drops)", fontsize=9)

@@ -41,11 +41,16 @@ def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[s
     return out
 
 
+def _one_seed(s: dict[str, Any]) -> bool:
+    """A summary entry from a single seed: it has no spread to show."""
+    return len(s["values"]) < 2
+
+
 def _pm(s: dict[str, Any] | None) -> str:
-    """``mean ± std`` over seeds; the value alone for one seed (it has no spread to show)."""
+    """``mean ± std`` over seeds; the value alone for one seed."""
     if s is None:
         return "–"
-    return f"{s['mean']:.2f}" if len(s.get("values", [0, 0])) < 2 else f"{s['mean']:.2f} ± {s['std']:.2f}"
+    return f"{s['mean']:.2f}" if _one_seed(s) else f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
 def _pm_values(vals: list[float]) -> str:
@@ -323,7 +328,7 @@ def render_table(results: dict[str, Any], study: Any) -> str:
             if ours is None:
                 cells.append("– / " + (_num(p, c) if p is not None else "–"))
                 continue
-            cell = (f"**{_num(ours['mean'], c)}**" if len(ours.get("values", [0, 0])) < 2
+            cell = (f"**{_num(ours['mean'], c)}**" if _one_seed(ours)
                     else f"**{_num(ours['mean'], c)} ± {_num(ours['std'], c)}**")
             if c in base and abs(ours["mean"] - base[c]["mean"]) <= ours["std"] + base[c]["std"]:
                 cell += " ≈"
