@@ -79,6 +79,76 @@ def test_front_page_quotes_the_robust_overfitting_pilot():
     assert (ROOT / "docs" / "studies" / "robust_overfitting_cpu" / "README.md").is_file()
 
 
+
+def test_front_page_states_what_the_robust_overfitting_study_shows():
+    """All 15 runs are in results.json, and the README quotes them: the table (mean ± std over
+    seeds), the differences to `trades` with the page's spread judgement, and the tracked curves."""
+    import statistics
+
+    from taylorat.reproduce import study as studies
+
+    folder = ROOT / "docs" / "studies" / "robust_overfitting_cpu"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    st = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml")
+    planned = {(r.label, r.seed) for r in st.runs("runs")}
+    assert len(planned) == 15 and {(r["method"], r["seed"]) for r in runs} == planned
+    for r in runs:  # settings, environment and timings of each
+        assert r["settings"] and r["environment"] and r["train_seconds"] > 0 and r["eval_seconds"] > 0
+        assert r["n"] >= 1000 and r["n_aa"] >= 500 and len(r["curves"]["track_test_pgd"]) == 100
+
+    by = {label: [r for r in runs if r["method"] == label] for label in dict.fromkeys(r.label for r in st.runs("runs"))}
+    cols = {
+        "pgd20": lambda r: r["pgd20"],
+        "aa": lambda r: r["aa"],
+        "last": lambda r: r["last"]["pgd20"],
+        "best-last": lambda r: r["pgd20"] - r["last"]["pgd20"],
+        "gap": lambda r: r["curves"]["track_train_pgd"][-1] - r["curves"]["track_test_pgd"][-1],
+    }
+    stats = {label: {k: (statistics.fmean(map(f, rs)), statistics.stdev(map(f, rs))) for k, f in cols.items()}
+             for label, rs in by.items()}
+    section = (ROOT / "README.md").read_text().split("## Where could it help? Robust overfitting")[1].split("\n## ")[0]
+    for label, s in stats.items():
+        row = f"| {label} | " + " | ".join(f"{m:.2f} ± {sd:.2f}" for m, sd in s.values()) + " |"
+        assert row in section, row
+
+    flat = " ".join(section.split())
+
+    def delta(label, key):
+        (ma, sa), (mb, sb) = stats["trades"][key], stats[label][key]
+        return mb - ma, sa + sb
+
+    # the verdict's claims: Taylor terms lower robust accuracy beyond the spread and widen the gap
+    cw = {label: (statistics.fmean(r["cw20"] for r in rs), statistics.stdev(r["cw20"] for r in rs))
+          for label, rs in by.items()}
+    d, spread = cw["trades+1st+2nd"][0] - cw["trades"][0], cw["trades+1st+2nd"][1] + cw["trades"][1]
+    assert d < 0 and abs(d) > spread and f"CW-20 {d:.2f}" in flat
+    for key, name in (("pgd20", "PGD-20"), ("aa", "AutoAttack")):
+        d, spread = delta("trades+1st+2nd", key)
+        assert d < 0 and abs(d) > spread and f"{name} {d:.2f}" in flat
+    for label in ("trades+1st+2nd", "trades+1st+2nd sigma=0.01"):
+        d, spread = delta(label, "gap")
+        assert d > spread and f"+{d:.2f} points" in flat and f"(outside the spread ±{spread:.2f})" in flat
+    for key in cols:  # randomized weights alone: inside the spread in every number
+        d, spread = delta("trades sigma=0.01", key)
+        assert abs(d) <= spread, key
+    for label in stats:  # every best − last smaller than TRADES', none beyond the spread
+        d, spread = delta(label, "best-last")
+        assert label == "trades" or -spread <= d < 0, label
+    assert min(stats, key=lambda m: stats[m]["gap"][0]) == max(stats, key=lambda m: stats[m]["last"][0]) == "awp-trades"
+    d, spread = delta("awp-trades", "gap")
+    assert d < 0 and abs(d) <= spread and f"{d:.2f} points, inside the spread ±{spread:.2f}" in flat
+    d, spread = delta("awp-trades", "pgd20")
+    assert abs(d) > spread and f"{-d:.2f} points below TRADES (just outside the spread ±{spread:.2f})" in flat
+
+    def tracked(label, key):
+        return statistics.fmean(r["curves"][key][-1] for r in by[label])
+
+    assert f"ends at {tracked('trades+1st+2nd', 'track_train_pgd'):.2f} against {tracked('trades', 'track_train_pgd'):.2f}" in flat
+    assert f"({tracked('trades+1st+2nd', 'track_test_pgd'):.2f} against {tracked('trades', 'track_test_pgd'):.2f}" in flat
+    page = (folder / "README.md").read_text()
+    assert "In progress" not in page and "robust_overfitting_cpu/README.md" in section
+
+
 def test_gpu_page_quotes_the_gpu_check_results():
     """Every row of docs/performance.md's H100 table, and the README's GPU numbers, come from the JSON
     that ``benchmarks/gpu_check.sh`` wrote on that card."""
