@@ -131,3 +131,17 @@ def test_attack_mode_and_projection_are_checked():
                      ("attack.projection=box", "attack.projection='box' is not one of")):
         with pytest.raises(ConfigError, match=msg):
             from_dict(overrides=[bad])
+
+
+def test_every_choice_key_stops_the_command_line_with_one_line(tmp_path, capsys, monkeypatch):
+    """A wrong value of any key with declared choices: exit 2, one line naming the key and its values."""
+    from taylorat.train.config import choices
+
+    monkeypatch.chdir(tmp_path)
+    declared = choices()
+    assert len(declared) >= 13
+    for key, allowed in declared.items():
+        assert main(["train", "--dry-run", f"out_dir={tmp_path}/r", f"{key}=zzz"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"taylorat: error: {key}='zzz' is not one of {', '.join(allowed)}"], err
+    assert list(tmp_path.iterdir()) == []  # nothing written

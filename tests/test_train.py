@@ -88,6 +88,114 @@ def test_bad_config_values_get_one_line_errors(values, overrides, match):
     assert "\n" not in str(e.value)
 
 
+CHOICE_KEYS = {"precision", "channels_last", "compile", "taylor_stats", "checkpoints", "logging", "method.compat",
+               "method.noise_scope", "attack.norm", "attack.mode", "attack.projection", "optim.average",
+               "eval.select_on"}
+RANGED_KEYS = {"seed", "log_every", "data.holdout", "data.train_subset", "method.beta", "method.eta", "method.eta2",
+               "method.noise_std", "attack.eps", "attack.step", "attack.steps", "optim.epochs", "optim.batch_size",
+               "optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.ema_decay", "optim.swa_start",
+               "eval.n", "eval.eps", "eval.step", "eval.steps", "eval.batch_size", "eval.every", "eval.track_test",
+               "eval.track_train"}
+
+
+def test_choices_and_ranges_are_declared_on_their_fields():
+    from taylorat.train.config import _leaves, choices
+
+    assert set(choices()) == CHOICE_KEYS
+    assert {key for key, *_, f in _leaves(from_dict({})) if "range" in f.metadata} == RANGED_KEYS
+
+
+@pytest.mark.parametrize("key", sorted(CHOICE_KEYS))
+def test_every_choice_key_accepts_its_values_and_names_them_when_wrong(key):
+    from taylorat.train.config import choices, validate
+
+    allowed = choices()[key]
+    for good in allowed:  # every declared value is accepted (true / false also as YAML booleans)
+        value = from_dict(overrides=[f"{key}={good}"])
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert value == ([good] if key == "logging" else good)
+    typo = allowed[-1] + "x"
+    with pytest.raises(ConfigError) as e:
+        from_dict(overrides=[f"{key}={typo}"])
+    assert str(e.value) == f"{key}={typo!r} is not one of {', '.join(allowed)}; did you mean {allowed[-1]!r}?"
+    cfg = from_dict({})  # a config edited in code is checked the same way
+    section, _, leaf = key.rpartition(".")
+    setattr(getattr(cfg, section) if section else cfg, leaf, [typo] if key == "logging" else typo)
+    with pytest.raises(ConfigError, match=f"^{key}='{typo}' is not one of"):
+        validate(cfg)
+
+
+def test_a_choice_error_names_the_closest_value():
+    with pytest.raises(ConfigError) as e:
+        from_dict({"attack": {"norm": "linf2"}})
+    assert str(e.value) == "attack.norm='linf2' is not one of linf, l2; did you mean 'linf'?"
+    assert from_dict({"channels_last": False}).channels_last == "false"
+    with pytest.raises(ConfigError, match="^precision=True is not one of fp32, bf16$"):
+        from_dict({"precision": True})
+
+
+@pytest.mark.parametrize("key", sorted(RANGED_KEYS))
+def test_every_declared_range_rejects_the_value_just_outside_it(key):
+    from taylorat.train.config import _leaves
+
+    bound, tp = next((f.metadata["range"], tp) for k, _, tp, f in _leaves(from_dict({})) if k == key)
+    if bound.startswith(">"):
+        op, lo = bound.split()
+        outside = [float(lo) - (op == ">=")]
+    else:
+        lo, hi = (float(x) for x in bound[4:-1].split(","))
+        outside = [lo - (bound[3] == "["), hi + (bound[-1] == "]")]
+    cases = [(str(int(x)), int(x)) for x in outside] if "int" in str(tp) else \
+        [(str(x), x) for x in outside] + [(".nan", "nan"), (".inf", "inf")]  # a float must also be finite
+    for text, shown in cases:
+        with pytest.raises(ConfigError) as e:
+            from_dict(overrides=[f"{key}={text}"])
+        assert str(e.value) == f"{key} must be {bound}, got {shown}"
+
+
+def test_choice_sets_are_the_ones_the_code_implements():
+    """Each declared set mirrors the constant of the module that acts on it (same values, same order)."""
+    from taylorat.attacks.pgd import NORMS, PROJECTIONS
+    from taylorat.objectives import Threat
+    from taylorat.objectives.taylor import COMPAT
+    from taylorat.objectives.weight_noise import SCOPES
+    from taylorat.train.averaging import KINDS
+    from taylorat.train.config import choices
+    from taylorat.train.logs import BACKENDS
+
+    c = choices()
+    assert c["attack.norm"] == NORMS and c["attack.projection"] == PROJECTIONS
+    assert c["method.compat"] == COMPAT and c["method.noise_scope"] == SCOPES
+    assert c["optim.average"] == KINDS and c["logging"] == BACKENDS
+    assert [Threat(mode=m).mode for m in c["attack.mode"]] == ["eval", "train"]
+
+
+def test_order_defaults_and_half_eta_live_in_one_place():
+    """``ORDERS`` holds η, η2 per Taylor order and ``resolve_eta2`` reads η2 = None as η/2; all else follows."""
+    import inspect
+
+    from taylorat.objectives import (
+        Method,
+        at_taylor_from_outputs,
+        mart_taylor_from_outputs,
+        trades_taylor_from_outputs,
+        trades_taylor_loss,
+    )
+    from taylorat.objectives.bases import ORDERS
+    from taylorat.objectives.combine import resolve_eta2
+
+    for order, (eta, eta2) in ORDERS.items():
+        r = from_dict({"method": {"name": "trades" + order}}).resolved_method()
+        assert (r["eta"], r["eta2"]) == (eta, resolve_eta2(eta, eta2))
+    assert from_dict({"method": {"eta": 0.4}}).resolved_method()["eta2"] == pytest.approx(0.2)  # half the η used
+    assert from_dict({"method": {"eta": 0.4, "eta2": 0.0}}).resolved_method()["eta2"] == 0.0
+    assert (Method().eta, Method().eta2) == ORDERS["+1st+2nd"]
+    for fn in (trades_taylor_from_outputs, trades_taylor_loss, at_taylor_from_outputs, mart_taylor_from_outputs):
+        p = inspect.signature(fn).parameters
+        assert (p["eta"].default, p["eta2"].default) == ORDERS["+1st+2nd"], fn.__name__
+
+
 def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load(tmp_path / "missing.yaml")

@@ -24,7 +24,7 @@ from torch import nn
 from ..attacks import eval_mode, pgd
 from ..attacks.pgd import PROJECTIONS, check_threat
 from ..common import InputError
-from .bases import Base, get_base
+from .bases import ORDERS, Base, get_base
 from .combine import LossParts, check_weights, resolve_eta2
 from .pair import PairForward
 from .weight_noise import SCOPES, randomized_weights
@@ -68,8 +68,8 @@ class Method:
     base: str = "trades"
     threat: Threat = Threat()
     beta: float = 6.0
-    eta: float = 0.2
-    eta2: float | None = None
+    eta: float = ORDERS["+1st+2nd"][0]  # the paper's first+second setting
+    eta2: float | None = None  # None: η/2 (resolve_eta2)
     compat: str = "symmetric"
     noise_std: float = 1e-4
     noise_scope: str = "conv"
