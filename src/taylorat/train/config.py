@@ -22,7 +22,7 @@ from ..attacks.pgd import PROJECTIONS
 from ..common import InputError
 from ..data import available as available_datasets
 from ..models import check_name as check_model_name
-from ..objectives import get_base, methods, order_defaults, split_name
+from ..objectives import ASAM, SAM, get_base, methods, minimizer_options, minimizers, order_defaults, split_name
 from ..objectives.taylor import COMPAT
 from ..objectives.weight_noise import SCOPES
 
@@ -63,8 +63,21 @@ class MethodConfig:
     compat: str = "symmetric"  # symmetric | reference (the authors' second-order targets)
     noise_std: Union[float, None] = None  # None: the base's σ for Taylor orders (1e-4; awp-trades 0, as its reference)
     noise_scope: str = "conv"  # conv | weights | all | none
-    awp_gamma: float = 0.005  # awp-trades: relative size of the weight perturbation
-    awp_warmup: int = 10  # awp-trades: first epoch with AWP (the reference's `epoch >= 10`)
+
+
+@dataclass
+class MinimizerConfig:
+    """``minimizer.*``: how the step's gradient is taken (docs/method.md §10); composes with every method.
+
+    ``name`` unset: the method's own (``awp`` for ``awp-trades``, else ``none``). Options a minimizer
+    does not read must stay unset.
+    """
+
+    name: Union[str, None] = None  # none | sam | asam | awp
+    rho: Union[float, None] = None  # sam, asam: radius ρ (None: 0.05 for sam, 0.5 for asam)
+    eta: Union[float, None] = None  # asam: η in T = |w| + η (None: 0.01)
+    gamma: Union[float, None] = None  # awp: relative size γ of the weight perturbation (None: 0.005)
+    warmup: Union[int, None] = None  # first epoch the minimizer acts (None: 10 for awp, as its reference; else 0)
 
 
 @dataclass
@@ -133,6 +146,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    minimizer: MinimizerConfig = field(default_factory=MinimizerConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -155,6 +169,18 @@ class Config:
         out = {"base": base, "beta": m.beta, "eta": eta, "eta2": eta2, "compat": m.compat, "noise_std": noise,
                "noise_scope": m.noise_scope}
         out.update({k: getattr(m, k, v) for k, v in spec.options.items()})
+        return out
+
+    def resolved_minimizer(self) -> dict[str, Any]:
+        """The minimizer's name and every option it reads, after the defaults (what the run uses)."""
+        mz = self.minimizer
+        name = mz.name if mz.name is not None else get_base(split_name(self.method.name)[0]).default_minimizer
+        out = {"name": name}
+        for key, default in minimizer_options(name).items():
+            value = getattr(mz, key)
+            out[key] = default if value is None else value
+        if out.get("rho", 0) is None:
+            out["rho"] = {"sam": SAM.default_rho, "asam": ASAM.default_rho}[name]
         return out
 
 
@@ -215,8 +241,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
+MOVED = {"method.awp_gamma": "minimizer.gamma", "method.awp_warmup": "minimizer.warmup"}
+
+
 def _unknown(key: str, choices: list[str]) -> ConfigError:
     """One line naming the closest valid key (same leaf name anywhere, else the closest spelling)."""
+    if key in MOVED:
+        return ConfigError(f"config key {key!r} is now {MOVED[key]!r} (the minimizer section)")
     leaf = key.split(".")[-1]
     same = [c for c in choices if c.split(".")[-1] == leaf]
     close = same or difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
@@ -310,6 +341,26 @@ def _choice(value: str, choices: tuple[str, ...] | list[str], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}{hint}")
 
 
+def _validate_minimizer(cfg: Config) -> None:
+    mz, base = cfg.minimizer, split_name(cfg.method.name)[0]
+    if mz.name is not None:
+        _choice(mz.name, minimizers(), "minimizer.name")
+    implied = get_base(base).default_minimizer
+    if implied != "none" and mz.name not in (None, implied):
+        raise ConfigError(f"method {cfg.method.name!r} is {base.split('-', 1)[-1]} with minimizer.name={implied}; "
+                          f"for minimizer.name={mz.name} use method.name={cfg.method.name.replace(base, 'trades')}")
+    r = cfg.resolved_minimizer()
+    for key in ("rho", "eta", "gamma", "warmup"):
+        if getattr(mz, key) is not None and key not in r:
+            raise ConfigError(f"minimizer.{key} is not an option of minimizer.name={r['name']} "
+                              f"(its options: {', '.join(k for k in r if k != 'name')})")
+    _check(r.get("rho", 1) > 0 and math.isfinite(r.get("rho", 1)), f"minimizer.rho must be > 0, got {r.get('rho')}")
+    _check(r.get("eta", 0) >= 0 and math.isfinite(r.get("eta", 0)), f"minimizer.eta must be >= 0, got {r.get('eta')}")
+    _check(r.get("gamma", 0) >= 0 and math.isfinite(r.get("gamma", 0)),
+           f"minimizer.gamma must be >= 0, got {r.get('gamma')}")
+    _check(r["warmup"] >= 0, f"minimizer.warmup must be >= 0, got {r['warmup']}")
+
+
 def validate(cfg: Config) -> None:
     """Range and choice checks for every value (types were checked while reading)."""
     def finite(v: float) -> bool:
@@ -349,8 +400,7 @@ def validate(cfg: Config) -> None:
                                          f"{base}+1st+2nd to set eta")
     if order == "+1st":
         _check(not m.eta2, f"method {m.name!r} has no second-order term; use {base}+1st+2nd to set eta2")
-    _check(finite(m.awp_gamma) and m.awp_gamma >= 0, f"method.awp_gamma must be >= 0, got {m.awp_gamma}")
-    _check(m.awp_warmup >= 0, f"method.awp_warmup must be >= 0, got {m.awp_warmup}")
+    _validate_minimizer(cfg)
     r = cfg.resolved_method()
     _check(finite(r["eta"]) and 0 <= r["eta"] <= 1, f"method.eta must be in [0, 1], got {r['eta']}")
     _check(finite(r["eta2"]) and r["eta2"] >= 0, f"method.eta2 must be >= 0, got {r['eta2']}")
