@@ -167,7 +167,7 @@ def test_every_base_order_and_norm_trains_an_epoch(base, order, norm, tmp_path):
         "data": {"dataset": "synthetic", "holdout": 10,
                  "options": {"n_train": 40, "n_test": 10, "channels": 1, "image_size": 8}},
         "model": {"name": "small_cnn"},
-        "method": {"name": base + order, "awp_warmup": 1},
+        "method": {"name": base + order}, "minimizer": {"warmup": 1} if base == "awp-trades" else {},
         "attack": {"norm": norm, "eps": eps, "step": step, "steps": 2},
         "optim": {"epochs": 1, "batch_size": 20},
         "eval": {"n": 10, "eps": eps, "step": step, "steps": 2},

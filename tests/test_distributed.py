@@ -48,13 +48,17 @@ def cfg_file(tmp_path_factory):
     return p
 
 
-def test_two_ranks_match_one_process_on_the_global_batch(cfg_file, tmp_path):
+@pytest.mark.parametrize("minimizer", ["none", "sam", "asam"])
+def test_two_ranks_match_one_process_on_the_global_batch(cfg_file, tmp_path, minimizer):
     # 39 training images: global batches of 16, 16 and 7; each split in two (the last one 4 + 3).
     # The single process trains on the adversarial batches the two ranks found (see the worker:
     # the attack's sharding is exact on its own, but batch-size-dependent float rounding can flip
     # a PGD sign and would hide what this test measures: the data-parallel update).
-    run(torchrun(str(WORKER), str(cfg_file), f"out_dir={tmp_path / 'two'}", "--record", str(tmp_path / "adv")))
-    run([sys.executable, str(WORKER), str(cfg_file), f"out_dir={tmp_path / 'one'}", "--replay", str(tmp_path / "adv")])
+    # SAM / ASAM: the norm of e is that of the global gradient (a rank's local norm would differ)
+    mz = f"minimizer.name={minimizer}"
+    run(torchrun(str(WORKER), str(cfg_file), f"out_dir={tmp_path / 'two'}", mz, "--record", str(tmp_path / "adv")))
+    run([sys.executable, str(WORKER), str(cfg_file), f"out_dir={tmp_path / 'one'}", mz, "--replay",
+         str(tmp_path / "adv")])
     one = load_file(str(tmp_path / "one" / "rank0.safetensors"))
     r0 = load_file(str(tmp_path / "two" / "rank0.safetensors"))
     r1 = load_file(str(tmp_path / "two" / "rank1.safetensors"))
@@ -74,6 +78,6 @@ def test_two_ranks_match_one_process_on_the_global_batch(cfg_file, tmp_path):
 def test_torchrun_cli_trains_to_the_end(cfg_file, tmp_path):
     out = tmp_path / "cli"
     run(torchrun("-m", "taylorat", "train", "--config", str(cfg_file), f"out_dir={out}", "taylor_stats=local",
-                 "sync_bn=false", "method.name=awp-trades+1st", "method.awp_warmup=1"), cwd=ROOT)
+                 "sync_bn=false", "method.name=awp-trades+1st", "minimizer.warmup=1"), cwd=ROOT)
     assert {"best.safetensors", "last.safetensors", "metrics.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1

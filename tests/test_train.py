@@ -90,12 +90,12 @@ def test_bad_config_values_get_one_line_errors(values, overrides, match):
 
 CHOICE_KEYS = {"precision", "channels_last", "compile", "taylor_stats", "checkpoints", "logging", "method.compat",
                "method.noise_scope", "attack.norm", "attack.mode", "attack.projection", "optim.average",
-               "eval.select_on"}
+               "eval.select_on", "minimizer.name"}
 RANGED_KEYS = {"seed", "log_every", "data.holdout", "data.train_subset", "method.beta", "method.eta", "method.eta2",
                "method.noise_std", "attack.eps", "attack.step", "attack.steps", "optim.epochs", "optim.batch_size",
                "optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.ema_decay", "optim.swa_start",
                "eval.n", "eval.eps", "eval.step", "eval.steps", "eval.batch_size", "eval.every", "eval.track_test",
-               "eval.track_train"}
+               "eval.track_train", "minimizer.rho", "minimizer.eta", "minimizer.gamma", "minimizer.warmup"}
 
 
 def test_choices_and_ranges_are_declared_on_their_fields():

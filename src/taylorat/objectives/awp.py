@@ -40,7 +40,7 @@ class AWP:
 
     def __init__(self, model: nn.Module, gamma: float = 0.005, warmup: int = 10):
         if not gamma >= 0:
-            raise InputError(f"awp_gamma must be >= 0, got {gamma}")
+            raise InputError(f"minimizer.gamma must be >= 0, got {gamma}")
         self.gamma, self.warmup = gamma, warmup
         self.proxy = copy.deepcopy(model)
         self.names = perturbed_names(model)
@@ -70,8 +70,6 @@ class AWP:
                 out[name] = g * (self.gamma * w.norm() / (g.norm() + EPS))
         return out
 
-    prepare = perturbation  # the StepHook protocol (objectives.bases)
-
     @staticmethod
     @contextmanager
     def applied(model: nn.Module, v: dict[str, torch.Tensor] | None) -> Iterator[nn.Module]:
@@ -95,13 +93,11 @@ class AWP:
 
 @register_base("awp-trades")
 class AWPTrades(Trades):
-    """AWP-TRADES (Wu et al. 2020): TRADES on ``w + v``, ``v`` from a proxy (no weight noise, as its reference)."""
+    """AWP-TRADES (Wu et al. 2020): TRADES with the ``awp`` minimizer (``minimizer.name=awp``,
+    :mod:`~taylorat.objectives.minimizers`) and no weight noise, as its reference."""
 
     noise_std = 0.0
-    options = {"awp_gamma": 0.005, "awp_warmup": 10}
+    default_minimizer = "awp"
 
     def bn_passes(self, compat: str, taylor: bool) -> str | None:
         return None  # the AWP reference runs one clean and one adversarial pass, as taylorat
-
-    def make_hook(self, model: nn.Module, options: dict) -> AWP:
-        return AWP(model, options.get("awp_gamma", 0.005), options.get("awp_warmup", 10))

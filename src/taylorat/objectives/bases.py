@@ -2,8 +2,8 @@
 
 A base (``trades``, ``at``, ``mart``, ``awp-trades``, or one a user registers) says how its
 training attack searches (the loss PGD maximises and where it starts), which loss it minimises
-given the clean and adversarial outputs, its defaults, and optionally a per-step hook that
-changes the weights the loss is computed on (AWP's proxy). Every base gets the Taylor orders:
+given the clean and adversarial outputs, its defaults, and the minimizer it implies (``awp-trades``
+is ``trades`` with the ``awp`` minimizer). Every base gets the Taylor orders:
 ``NAME``, ``NAME+1st`` (η = 0.3) and ``NAME+1st+2nd`` (η = 0.2, η2 = η/2), docs/method.md §3::
 
     from taylorat.objectives import Base, register_base, with_taylor
@@ -24,27 +24,14 @@ after which ``method.name: ce-only+1st+2nd`` trains from a config.
 from __future__ import annotations
 
 import difflib
-from contextlib import AbstractContextManager
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from ..common import InputError
 from .combine import LossParts
 
 ORDERS = {"": (0.0, 0.0), "+1st": (0.3, 0.0), "+1st+2nd": (0.2, None)}  # η, η2 (None: η/2)
-
-
-class StepHook(Protocol):
-    """Changes the weights one training step's loss is computed on (AWP: ``w + v`` from a proxy)."""
-
-    def active(self, epoch: int) -> bool: ...
-
-    def prepare(self, model: nn.Module, base_loss: Callable[[nn.Module], torch.Tensor],
-                grad_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any: ...
-
-    def applied(self, model: nn.Module, state: Any) -> AbstractContextManager: ...
 
 
 class Base:
@@ -54,7 +41,9 @@ class Base:
     * ``attack_start``: ``"normal"`` (``x + 0.001·N(0, I)``) or ``"uniform"`` (in the ε-ball);
     * ``needs_clean``: whether the plain loss uses the clean pass (AT's does not);
     * ``noise_std``: σ of the randomized weights for the Taylor orders (the plain base uses 0);
-    * ``options``: extra ``method.*`` config keys this base reads, with their defaults.
+    * ``options``: extra ``method.*`` config keys this base reads, with their defaults;
+    * ``default_minimizer``: the minimizer a run uses when ``minimizer.name`` is unset (``awp-trades``:
+      ``awp``; :mod:`~taylorat.objectives.minimizers`).
     """
 
     name: str = ""
@@ -63,6 +52,7 @@ class Base:
     needs_clean: bool = True
     noise_std: float = 1e-4
     options: dict[str, Any] = {}
+    default_minimizer: str = "none"
     # ``f(z, h, z', h', y, *, beta, eta, eta2, compat, stats_reduce) -> LossParts``: the common case
     from_outputs: Callable[..., LossParts] | None = None
 
@@ -76,10 +66,6 @@ class Base:
 
     def bn_passes(self, compat: str, taylor: bool) -> str | None:
         """The reference's train-mode pass sequence to reproduce under ``compat="reference"`` (docs/method.md §7)."""
-        return None
-
-    def make_hook(self, model: nn.Module, options: dict[str, Any]) -> StepHook | None:
-        """A per-step hook for training ``model`` (None: the loss is computed on ``w``)."""
         return None
 
     def default_noise_std(self, order: str) -> float:

@@ -22,7 +22,7 @@ from ..attacks import PGD, correct_mask
 from ..common import resolve_device
 from ..train import Config
 from ..train.step import train_step
-from ..train.trainer import build_method
+from ..train.trainer import build_method, build_minimizer
 
 
 @dataclass
@@ -53,7 +53,7 @@ def measure(cfg: Config, batch: int = 8, budget_s: float = 20.0) -> Estimate:
     model = models.create(cfg.model.name, num_classes=classes, in_channels=channels, image_size=size).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     method = build_method(cfg)
-    hook = method.spec.make_hook(model, cfg.resolved_method())
+    minimizer = build_minimizer(cfg, model)
     gen = torch.Generator(device=device).manual_seed(0)
 
     def timed_step(b: int) -> float:
@@ -62,7 +62,7 @@ def measure(cfg: Config, batch: int = 8, budget_s: float = 20.0) -> Estimate:
         seconds = []
         for _ in range(2):  # the first is a warm-up
             t = time.perf_counter()
-            train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, hook=hook)
+            train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, minimizer=minimizer)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds.append(time.perf_counter() - t)

@@ -33,6 +33,7 @@ from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
 from ..train import train
 from ..train.logs import format_event
 from .figures import has_curves, plot_curves
+from .flatness_of_last import flatness_of_last, flatness_settings
 from .render import render_readme
 from .study import RunSpec, Study, metrics, slug
 
@@ -90,12 +91,16 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
     """Evaluate one finished run's best checkpoint (and ``last`` when asked), or reuse its eval.json."""
     out = Path(run.config.out_dir)
     settings = _eval_settings(study, run)
+    device = resolve_device(run.config.device)
     cached = out / "eval.json"
     if cached.exists():
         prev = json.loads(cached.read_text())
         if _same_settings(prev.get("settings", {}), settings):
-            return prev
-    device = resolve_device(run.config.device)
+            return _with_flatness(study, run, prev, settings, device, progress)
+    reused = _reused(study, run, settings)
+    if reused is not None:
+        atomic_write_text(cached, json.dumps(reused, indent=2) + "\n")
+        return _with_flatness(study, run, reused, settings, device, progress)
     model, meta = _best(run, device)
     d = run.config.data
     ds = datasets.load(d.dataset, d.data_dir, download=False, **d.options)
@@ -144,7 +149,43 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
               "eval_seconds": round(time.time() - t, 1), "settings": settings, "warnings": warnings, "flags": flags,
               "selection": {"split": summary["select_on"], "n": summary["n_select"], "best": summary["best"]}}
     atomic_write_text(cached, json.dumps(record, indent=2) + "\n")
-    return record
+    return _with_flatness(study, run, record, settings, device, progress)
+
+
+def _with_flatness(study: Study, run: RunSpec, record: dict[str, Any], settings: dict[str, Any], device,
+                   progress: bool) -> dict[str, Any]:
+    """The record with the weight-space flatness of ``last`` when the study asks for it."""
+    if not study.evaluate.flatness:
+        return record
+    fs = flatness_settings(study.evaluate.flatness, settings)
+    return {**record, "flatness": flatness_of_last(run.config, fs, device, progress)}
+
+
+def _reuse_path(study: Study, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() or p.exists() or study.folder is None else study.folder / p
+
+
+def _reused(study: Study, run: RunSpec, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluation of this very run from a ``reuse`` results.json: a record of the same seed and
+    evaluation settings whose per-epoch curves equal this run's (the retrained run reproduced it)."""
+    out = Path(run.config.out_dir)
+    curves = _curves(out)
+    if not study.reuse or not curves:
+        return None
+    summary = json.loads((out / "summary.json").read_text())
+    for name in study.reuse:
+        path = _reuse_path(study, name)
+        if not path.is_file():
+            continue
+        for r in json.loads(path.read_text()).get("runs", []):
+            if (r.get("seed") == run.seed and r.get("curves") == curves
+                    and _same_settings(r.get("settings", {}), settings)):
+                rec = {k: v for k, v in r.items() if k != "flatness"}
+                return {**rec, "method": run.label, "train_seconds": round(summary["train_seconds"], 1),
+                        "reused": {"from": str(name), "method": r.get("method"),
+                                   "why": "retrained here with per-epoch curves equal to that record's"}}
+    return None
 
 
 def _curves(run_dir: Path) -> dict[str, list] | None:
@@ -262,7 +303,11 @@ def collect(study: Study, runs_dir: str | Path) -> list[dict[str, Any]]:
     for run in study.runs(runs_dir):
         p = Path(run.config.out_dir) / "eval.json"
         if p.exists():
-            out.append(json.loads(p.read_text()))
+            rec = json.loads(p.read_text())
+            flat = p.with_name("flatness.json")
+            if study.evaluate.flatness and flat.exists():
+                rec["flatness"] = json.loads(flat.read_text())
+            out.append(rec)
     return out
 
 

@@ -11,8 +11,10 @@ runs:                  # one entry per row
 seeds: [0, 1, 2]
 columns: [clean, pgd20, cw20, aa]                           # what the rendered table shows
 evaluate: {n: 1000, attacks: [clean, pgd20, cw20, aa], n_aa: 500, eps: 0.1, step: 0.01, seed: 0,
-           attack_eps: {aa: 0.1}, last: [clean, pgd20, cw20]}  # per-attack ε; attacks on `last` too
+           attack_eps: {aa: 0.1}, last: [clean, pgd20, cw20],  # per-attack ε; attacks on `last` too
+           flatness: {alphas: [0.05, 0.1, 0.2], draws: 5, n: 500}}  # weight-space flatness of `last`
 context: [...]                                              # other papers' rows, shown as printed
+reuse: [docs/studies/other/results.json]  # a retrained run whose curves equal a record there reuses its evaluation
 ```
 
 Paper tables live in ``taylorat/reproduce/tables/`` (``taylorat reproduce --list``). Every run's
@@ -33,10 +35,12 @@ from ..evaluate import available_attacks, labels
 from ..train import Config, ConfigError, from_dict
 from ..train.config import parse_overrides
 
-STUDY_KEYS = ("name", "title", "caption", "description", "base", "runs", "seeds", "evaluate", "columns", "context")
+STUDY_KEYS = ("name", "title", "caption", "description", "base", "runs", "seeds", "evaluate", "columns", "context",
+              "reuse")
 RUN_KEYS = ("label", "config", "surrogate", "paper", "baseline")
 EVAL_KEYS = ("n", "attacks", "n_aa", "eps", "step", "norm", "seed", "batch_size", "rays_queries", "n_rays",
-             "attack_eps", "last")
+             "attack_eps", "last", "flatness")
+FLATNESS_KEYS = ("alphas", "draws", "n", "steps", "seed")
 
 
 def metrics() -> tuple[str, ...]:
@@ -69,6 +73,8 @@ class EvalSpec:
     n_rays: int | None = None  # None: n
     attack_eps: dict = field(default_factory=dict)  # radius of single attacks, e.g. {aa: 0.1}
     last: list[str] = field(default_factory=list)  # attacks also run on the `last` checkpoint (n images)
+    # weight-space flatness of `last` (analysis.weight_flatness): {alphas, draws, n, steps, seed}; empty: none
+    flatness: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +101,7 @@ class Study:
     run_overrides: list[str] = field(default_factory=list)  # applied to every run (schedule, device, ...)
     is_table: bool = False
     folder: Path | None = None  # where the study file lives (``config:`` paths are relative to it)
+    reuse: list[str] = field(default_factory=list)  # results.json files whose evaluations a reproduced run reuses
 
     def labels(self) -> list[str]:
         return [m["label"] for m in self.methods]
@@ -230,6 +237,19 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
         if k not in EVAL_KEYS:
             raise _unknown("evaluate", k, EVAL_KEYS)
     spec = EvalSpec(**ev)
+    if spec.flatness:
+        bad = [k for k in spec.flatness if k not in FLATNESS_KEYS]
+        if bad:
+            raise _unknown("evaluate.flatness", bad[0], FLATNESS_KEYS)
+        spec.flatness = {"alphas": [0.05, 0.1, 0.2], "draws": 5, "n": spec.n, "steps": 10, "seed": spec.seed,
+                         **spec.flatness}
+        a = spec.flatness["alphas"]
+        if not (isinstance(a, list) and a and all(isinstance(v, (int, float)) and v > 0 for v in a)):
+            raise ConfigError(f"study evaluate.flatness.alphas must be a list of sizes > 0, got {a!r}")
+    reuse = values.get("reuse") or []
+    reuse = [reuse] if isinstance(reuse, str) else reuse
+    if not isinstance(reuse, list) or not all(isinstance(r, str) for r in reuse):
+        raise ConfigError(f"study 'reuse' must be a results.json path or a list of them, got {reuse!r}")
     if spec.n_aa is None:
         spec.n_aa = spec.n
     for key in ("attacks", "last"):
@@ -250,7 +270,7 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
                   description=str(values.get("description", values.get("caption", ""))),
                   base=values.get("base") or {}, methods=methods, seeds=seed_list, evaluate=spec, source=source,
                   columns=list(columns), context=list(values.get("context") or []), run_overrides=extra,
-                  is_table=is_table, folder=folder)
+                  is_table=is_table, folder=folder, reuse=list(reuse))
     study.runs("runs")  # validate every run config now
     return study
 

@@ -23,7 +23,7 @@ import yaml
 from ..common import InputError
 from ..data import available as available_datasets
 from ..models import check_name as check_model_name
-from ..objectives import get_base, methods, order_defaults, split_name
+from ..objectives import ASAM, SAM, get_base, methods, minimizer_options, order_defaults, split_name
 from ..objectives.combine import resolve_eta2
 
 
@@ -68,8 +68,21 @@ class MethodConfig:
     compat: Literal["symmetric", "reference"] = "symmetric"  # reference: the authors' second-order targets
     noise_std: Union[float, None] = _ranged(None, ">= 0")  # None: the base's σ for Taylor orders (1e-4; awp-trades 0)
     noise_scope: Literal["conv", "weights", "all", "none"] = "conv"
-    awp_gamma: float = 0.005  # awp-trades: relative size of the weight perturbation
-    awp_warmup: int = 10  # awp-trades: first epoch with AWP (the reference's `epoch >= 10`)
+
+
+@dataclass
+class MinimizerConfig:
+    """``minimizer.*``: how the step's gradient is taken (docs/method.md §10); composes with every method.
+
+    ``name`` unset: the method's own (``awp`` for ``awp-trades``, else ``none``). Options a minimizer
+    does not read must stay unset.
+    """
+
+    name: Union[Literal["none", "sam", "asam", "awp"], None] = None
+    rho: Union[float, None] = _ranged(None, "> 0")  # sam, asam: radius ρ (None: 0.05 for sam, 0.5 for asam)
+    eta: Union[float, None] = _ranged(None, ">= 0")  # asam: η in T = |w| + η (None: 0.01)
+    gamma: Union[float, None] = _ranged(None, ">= 0")  # awp: relative size γ of the perturbation (None: 0.005)
+    warmup: Union[int, None] = _ranged(None, ">= 0")  # first epoch it acts (None: 10 for awp, its reference; else 0)
 
 
 @dataclass
@@ -138,6 +151,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    minimizer: MinimizerConfig = field(default_factory=MinimizerConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -160,6 +174,18 @@ class Config:
         out = {"base": base, "beta": m.beta, "eta": eta, "eta2": eta2, "compat": m.compat, "noise_std": noise,
                "noise_scope": m.noise_scope}
         out.update({k: getattr(m, k, v) for k, v in spec.options.items()})
+        return out
+
+    def resolved_minimizer(self) -> dict[str, Any]:
+        """The minimizer's name and every option it reads, after the defaults (what the run uses)."""
+        mz = self.minimizer
+        name = mz.name if mz.name is not None else get_base(split_name(self.method.name)[0]).default_minimizer
+        out = {"name": name}
+        for key, default in minimizer_options(name).items():
+            value = getattr(mz, key)
+            out[key] = default if value is None else value
+        if out.get("rho", 0) is None:
+            out["rho"] = {"sam": SAM.default_rho, "asam": ASAM.default_rho}[name]
         return out
 
 
@@ -223,8 +249,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
+MOVED = {"method.awp_gamma": "minimizer.gamma", "method.awp_warmup": "minimizer.warmup"}
+
+
 def _unknown(key: str, choices: list[str]) -> ConfigError:
     """One line naming the closest valid key (same leaf name anywhere, else the closest spelling)."""
+    if key in MOVED:
+        return ConfigError(f"config key {key!r} is now {MOVED[key]!r} (the minimizer section)")
     leaf = key.split(".")[-1]
     same = [c for c in choices if c.split(".")[-1] == leaf]
     close = same or difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
@@ -264,7 +295,9 @@ def _all_keys(obj: Any) -> list[str]:
 
 
 def _allowed(tp: Any) -> tuple[str, ...]:
-    """The values a ``Literal[...]`` (or a list of one) allows; () for any other type."""
+    """The values a ``Literal[...]`` (or a list of one, or an optional one) allows; () for any other type."""
+    if get_origin(tp) is Union:
+        tp = next(a for a in get_args(tp) if a is not type(None))
     if get_origin(tp) is list and get_args(tp):
         tp = get_args(tp)[0]
     return get_args(tp) if get_origin(tp) is Literal else ()
@@ -354,10 +387,24 @@ def _check_declared(cfg: Config) -> None:
     """Every field's declared choices (``Literal``) and range (``_ranged``), also for a Config edited in code."""
     for key, value, tp, f in _leaves(cfg):
         if _allowed(tp):
-            for item in value if isinstance(value, list) else [value]:
+            for item in value if isinstance(value, list) else ([] if value is None else [value]):
                 _choice(item, _allowed(tp), key)
         bound = f.metadata.get("range")
         _check(bound is None or value is None or _within(value, bound), f"{key} must be {bound}, got {value}")
+
+
+def _validate_minimizer(cfg: Config) -> None:
+    """The minimizer fits the method and sets only options it reads (ranges are declared on the fields)."""
+    mz, base = cfg.minimizer, split_name(cfg.method.name)[0]
+    implied = get_base(base).default_minimizer
+    if implied != "none" and mz.name not in (None, implied):
+        raise ConfigError(f"method {cfg.method.name!r} is {base.split('-', 1)[-1]} with minimizer.name={implied}; "
+                          f"for minimizer.name={mz.name} use method.name={cfg.method.name.replace(base, 'trades')}")
+    r = cfg.resolved_minimizer()
+    for key in ("rho", "eta", "gamma", "warmup"):
+        if getattr(mz, key) is not None and key not in r:
+            raise ConfigError(f"minimizer.{key} is not an option of minimizer.name={r['name']} "
+                              f"(its options: {', '.join(k for k in r if k != 'name')})")
 
 
 def validate(cfg: Config) -> None:
@@ -383,8 +430,7 @@ def validate(cfg: Config) -> None:
                                          f"{base}+1st+2nd to set eta")
     if order == "+1st":
         _check(not m.eta2, f"method {m.name!r} has no second-order term; use {base}+1st+2nd to set eta2")
-    _check(math.isfinite(m.awp_gamma) and m.awp_gamma >= 0, f"method.awp_gamma must be >= 0, got {m.awp_gamma}")
-    _check(m.awp_warmup >= 0, f"method.awp_warmup must be >= 0, got {m.awp_warmup}")
+    _validate_minimizer(cfg)
     noise = cfg.resolved_method()["noise_std"]  # a registered base's default as well
     _check(math.isfinite(noise) and noise >= 0, f"method.noise_std must be >= 0, got {noise}")
     for sec, name in ((cfg.attack, "attack"), (cfg.eval, "eval")):

@@ -1,8 +1,9 @@
 """One training step, shared by the trainer and the benchmarks.
 
-``x' = method.perturb(...)`` (eval mode, randomized weights), optionally AWP's ``v`` from a
-proxy, then the loss on ``w (+ v)`` from one forward pass per input, backward, restore ``w``
-exactly, optimizer step, weight-average update. Under ``precision="bf16"`` the attack and the
+``x' = method.perturb(...)`` (eval mode, randomized weights), then the loss from one forward pass
+per input and its gradient — at ``w``, or through a minimizer at perturbed weights (SAM, ASAM,
+AWP: :mod:`taylorat.objectives.minimizers`; ``w`` restored exactly) — optimizer step,
+weight-average update. Under ``precision="bf16"`` the attack and the
 loss run under bf16 autocast (the statistics of the Taylor terms and the losses stay float32).
 
 With ``compile`` on, the loss from the two passes' outputs (base loss, head statistics, soft
@@ -13,14 +14,13 @@ the backward pass.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..common import InputError
-from ..objectives import LossParts, Method, PairForward, StepHook
+from ..objectives import LossParts, Method, Minimizer, PairForward
 from .distributed import Dist, weighted_mean
 
 SINGLE = Dist()  # one process
@@ -57,7 +57,7 @@ def train_step(
     *,
     generator: torch.Generator | None = None,
     precision: str = "fp32",
-    hook: StepHook | None = None,
+    minimizer: Minimizer | None = None,
     average=None,
     pair: nn.Module | None = None,
     rows: tuple[int, int, int] | None = None,
@@ -77,21 +77,28 @@ def train_step(
     autocast = autocast_for(x.device, precision)
     weight = (rows[1] - rows[0]) / rows[2] if rows is not None else 1.0  # b / B
     reduce = (lambda g: weighted_mean(g, weight, dist)) if dist.enabled else None
+    if pair is None:
+        pair = PairForward(model, method.needs_clean_pass(), method.bn_passes())
     with autocast:
         x_adv = method.perturb(model, x, y, generator=generator, rows=rows)
-        state = (hook.prepare(model, lambda m: method.loss(m, x, x_adv, y, taylor=False).loss, reduce)
-                 if hook is not None else None)
-    with hook.applied(model, state) if hook is not None else nullcontext():  # AWP: the loss on w + v, applied to w
+
+    def outer() -> LossParts:  # the clean and adversarial passes and the loss, at the current weights
         with autocast:
-            if pair is None:
-                pair = PairForward(model, method.needs_clean_pass(), method.bn_passes())
             outputs = pair(x, x_adv)
             if loss_from_outputs is None or (global_stats and reduce is not None):
-                parts = method.loss_from_outputs(outputs, y, stats_reduce=reduce if global_stats else None)
-            else:
-                parts = loss_from_outputs(outputs, y)
+                return method.loss_from_outputs(outputs, y, stats_reduce=reduce if global_stats else None)
+            return loss_from_outputs(outputs, y)
+
+    def backward(parts: LossParts) -> None:
         opt.zero_grad(set_to_none=True)
         (parts.loss * (dist.world * weight) if dist.enabled else parts.loss).backward()
+
+    if minimizer is None:
+        parts = outer()
+        backward(parts)
+    else:
+        parts = minimizer.step(model, outer, backward, autocast=autocast, grad_reduce=reduce,
+                               base_loss=lambda m: method.loss(m, x, x_adv, y, taylor=False).loss)
     opt.step()
     if average is not None:
         average.after_step(model)

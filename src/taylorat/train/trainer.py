@@ -29,7 +29,7 @@ from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
 from ..common import InputError, MissingDependency, TayloratError, atomic_write_text, derive_seed, resolve_device
-from ..objectives import Method, PairForward, Threat
+from ..objectives import Method, Minimizer, PairForward, Threat, make_minimizer
 from . import distributed, sync_bn
 from .averaging import WeightAverage
 from .config import Config
@@ -73,6 +73,12 @@ def build_method(cfg: Config) -> Method:
     keys = ("base", "beta", "eta", "eta2", "compat", "noise_std", "noise_scope")
     threat = Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps, mode=a.mode, projection=a.projection)
     return Method(threat=threat, **{k: r[k] for k in keys})
+
+
+def build_minimizer(cfg: Config, model: torch.nn.Module) -> Minimizer | None:
+    """The run's minimizer for ``model`` (None: plain steps), from ``cfg.resolved_minimizer()``."""
+    options = cfg.resolved_minimizer()
+    return make_minimizer(options.pop("name"), model, **options)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -178,7 +184,7 @@ class Trainer:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                    weight_decay=o.weight_decay, nesterov=o.nesterov, fused=o.fused or None)
         self.method = build_method(cfg)
-        self.hook = self.method.spec.make_hook(self.model, cfg.resolved_method())  # AWP's proxy, for instance
+        self.minimizer = build_minimizer(cfg, self.model)  # AWP's proxy copies the model, for instance
         crop = ds.crop if cfg.data.crop is None else cfg.data.crop
         flip = ds.flip if cfg.data.flip is None else cfg.data.flip
         self.loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
@@ -217,6 +223,7 @@ class Trainer:
     def _meta(self, epoch: int) -> dict[str, Any]:
         return {"model": self.model.spec, "epoch": epoch, "config": self.cfg.to_dict(),
                 "method": {"name": self.cfg.method.name, **self.cfg.resolved_method()},
+                "minimizer": self.cfg.resolved_minimizer(),
                 "data": {"dataset": self.dataset.name, **self.prep.info},
                 "select_on": self.cfg.eval.select_on, "best": self.best, "best_epoch": self.best_epoch,
                 "world_size": self.dist.world, "torch": torch.__version__}
@@ -271,13 +278,14 @@ class Trainer:
         t0 = time.time()
         bar = tqdm(total=len(self.loader), initial=first_step, desc=f"epoch {epoch}/{cfg.optim.epochs}",
                    leave=False, disable=not (cfg.progress and d.main), mininterval=1.0, dynamic_ncols=True)
-        method, hook = self.method, self.hook if self.hook is not None and self.hook.active(epoch) else None
+        method = self.method
+        minimizer = self.minimizer if self.minimizer is not None and self.minimizer.active(epoch) else None
         model.train()
         batches = self.loader.shard_batches(epoch, d.rank, d.world, first_step)
         for i, (x, y, rows) in enumerate(batches, start=first_step):
             if i == first_step:
                 model.check_input(x)
-            parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, hook=hook,
+            parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, minimizer=minimizer,
                                average=self.avg, pair=self.pair, rows=rows if d.enabled else None, dist=d,
                                global_stats=cfg.taylor_stats == "global", loss_from_outputs=self.loss_fn)
             with torch.no_grad():
@@ -478,6 +486,7 @@ class Trainer:
             summary = {"name": cfg.name, "epochs": cfg.optim.epochs, "best_epoch": self.best_epoch,
                        "best": self.best, "select_on": cfg.eval.select_on, "n_select": self.n_select,
                        "method": {"name": cfg.method.name, **cfg.resolved_method()},
+                       "minimizer": cfg.resolved_minimizer(),
                        "data": {"dataset": self.dataset.name, **self.prep.info}, "world_size": self.dist.world,
                        "environment": {"torch": torch.__version__, "device": str(self.device),
                                        "cpu threads": torch.get_num_threads()},
