@@ -169,7 +169,7 @@ def test_a_registry_lists_suggests_and_keeps_metadata():
 
     assert widgets.names() == ["gizmo", "gadget"] and list(widgets) == ["gizmo", "gadget"] and len(widgets) == 2
     assert widgets.get("gizmo") == 1 and widgets.get("gadget") is gadget and "gadget" in widgets
-    assert widgets.metadata("gadget") == {"size": "large"} and "gadgets" not in widgets
+    assert widgets.metadata("gadget") == {"size": "large"} and "gadgets" not in widgets and widgets.known("gizmo")
     unknown = r"^unknown widget 'gadgt'; available: gizmo, gadget; did you mean 'gadget'\?$"
     with pytest.raises(InputError, match=unknown):
         widgets.get("gadgt")

@@ -188,6 +188,10 @@ class Registry(Generic[T]):
         """Remove ``name`` if registered (tests and plug-ins that replace an entry)."""
         self._entries.pop(name, None)
 
+    def known(self, name: str) -> bool:
+        """Whether ``name`` is registered now, without importing plug-ins (for checks while modules register)."""
+        return name in self._entries
+
     def _key(self, name: Any) -> Any:
         load_plugins_from_env()
         return self._normalize(name) if self._normalize is not None and isinstance(name, str) else name

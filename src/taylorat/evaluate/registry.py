@@ -130,7 +130,7 @@ def unregister_attack(name: str) -> None:
 
 def register_alias(name: str, members: Sequence[str]) -> None:
     """``name`` stands for several attacks (``transfer`` = ``transfer_pgd20, transfer_cw20``)."""
-    if name in ATTACKS:
+    if ATTACKS.known(name):
         raise InputError(f"{name!r} is already an attack")
     ALIASES[name] = tuple(members)
 
