@@ -169,7 +169,8 @@ def test_a_registry_lists_suggests_and_keeps_metadata():
 
     assert widgets.names() == ["gizmo", "gadget"] and list(widgets) == ["gizmo", "gadget"] and len(widgets) == 2
     assert widgets.get("gizmo") == 1 and widgets.get("gadget") is gadget and "gadget" in widgets
-    assert widgets.metadata("gadget") == {"size": "large"} and "gadgets" not in widgets and widgets.known("gizmo")
+    assert widgets.metadata("gadget") == {"size": "large"} and "gadgets" not in widgets
+    assert widgets.known("gizmo") and not widgets.known("gadgets")
     unknown = r"^unknown widget 'gadgt'; available: gizmo, gadget; did you mean 'gadget'\?$"
     with pytest.raises(InputError, match=unknown):
         widgets.get("gadgt")
@@ -192,7 +193,8 @@ def test_a_registry_lists_suggests_and_keeps_metadata():
 
 def test_plugins_are_imported_once_from_a_file_or_a_module(tmp_path, monkeypatch):
     log = tmp_path / "imports.log"
-    (tmp_path / "tayloratplug_widgets.py").write_text(f"with open({str(log)!r}, 'a') as f:\n    f.write('imported\\n')\n")
+    plugin = f"with open({str(log)!r}, 'a') as f:\n    f.write('imported\\n')\n"
+    (tmp_path / "tayloratplug_widgets.py").write_text(plugin)
     (tmp_path / "tayloratplug_needs_more.py").write_text("import tayloratplug_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import_plugins(["tayloratplug_widgets", "", str(tmp_path / "tayloratplug_widgets.py")])
