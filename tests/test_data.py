@@ -12,18 +12,23 @@ import torch
 
 import taylorat.data as D
 from taylorat.data import (
+    DATASETS,
     Dataset,
     DatasetFormatError,
     DatasetNotFoundError,
+    DatasetSpec,
     DeviceLoader,
     available,
     holdout_split,
     load,
     prepare,
-    registry,
+    register_dataset,
     stratified_subset,
+    unregister_dataset,
 )
+from taylorat.data import fetch as downloads
 from taylorat.data.idx import load_idx_folder, read_idx
+from taylorat.data.sets import mnist
 from taylorat.data.splits import holdout_indices
 
 ALL = ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "svhn", "synthetic"]
@@ -178,13 +183,80 @@ def test_missing_with_download_disabled(tmp_path):
 
 def test_failed_download_is_one_line_even_when_host_looks_reachable(tmp_path, monkeypatch):
     # Pretend the probe succeeded so torchvision really tries (and fails) to download.
-    monkeypatch.setattr(registry, "_reachable", lambda urls, timeout=0: True)
-    monkeypatch.setattr(registry, "_DOWNLOAD_SOCKET_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(downloads, "reachable", lambda urls, timeout=0: True)
+    monkeypatch.setattr(downloads, "DOWNLOAD_SOCKET_TIMEOUT_S", 2.0)
     t0 = time.monotonic()
     with pytest.raises(DatasetNotFoundError) as e:
         load("cifar10", data_dir=tmp_path)
     assert time.monotonic() - t0 < 15
     _assert_one_line_not_found(e.value, str(tmp_path), "cifar-10-python.tar.gz")
+
+
+def test_a_registered_dataset_is_one_declaration(tmp_path):
+    def load_toy(data_dir, download, size=8):
+        x, y = torch.zeros(6, 1, size, size, dtype=torch.uint8), torch.arange(6) % 3
+        return Dataset("toy", x[:4], y[:4], x[4:], y[4:], num_classes=3, crop=False, flip=False)
+
+    spec = DatasetSpec("toy", geometry=lambda o: (1, o["size"], 3), train_size=4, loader=load_toy,
+                       options={"size": 8})
+    assert register_dataset(spec) is spec
+    try:
+        assert available() == sorted([*ALL, "toy"]) and "TOY" in DATASETS
+        assert tuple(load("Toy", data_dir=tmp_path / "none", size=4).train_x.shape) == (4, 1, 4, 4)
+        assert D.geometry("toy") == (1, 8, 3) and D.geometry("toy", size=6) == (1, 6, 3) and D.train_size("toy") == 4
+        assert D.locate("toy", tmp_path / "none", download=False) == "built in (no files)"
+        bad_option = r"^unknown option\(s\) for dataset 'toy': bogus; accepted options: size=8$"
+        with pytest.raises(ValueError, match=bad_option):
+            load("toy", bogus=1)
+        with pytest.raises(ValueError, match="^dataset 'toy' is already registered$"):
+            register_dataset(spec)
+        with pytest.raises(ValueError, match=r"^unknown dataset 'tooy'; available: .*, toy; did you mean 'toy'\?$"):
+            load("tooy")
+    finally:
+        unregister_dataset("toy")
+    assert available() == ALL
+    with pytest.raises(ValueError, match="must be lowercase with _ "):
+        register_dataset(DatasetSpec("Toy-Set", geometry=(1, 8, 3), train_size=4, loader=load_toy))
+
+
+def test_built_in_declarations_agree_with_what_loads_and_with_torchvision():
+    import torchvision.datasets as tvd
+
+    for name, options in (("digits", {}), ("synthetic", {}), ("synthetic", {"channels": 1, "n_train": 30})):
+        ds = load(name, **options)
+        assert D.geometry(name, **options) == (ds.in_channels, ds.image_size, ds.num_classes)
+        assert D.train_size(name, **options) == ds.n_train
+    for name, cls in (("cifar10", tvd.CIFAR10), ("cifar100", tvd.CIFAR100)):
+        spec = DATASETS.get(name)
+        assert spec.urls == (cls.url,) and cls.filename in spec.files and cls.base_folder in spec.files
+    svhn = DATASETS.get("svhn")
+    assert svhn.urls == (tvd.SVHN.split_list["train"][0],)
+    assert all(tvd.SVHN.split_list[s][1] in svhn.files for s in ("train", "test"))
+    assert DATASETS.get("mnist").urls == tuple(tvd.MNIST.mirrors)
+    assert DATASETS.get("fashion_mnist").urls == tuple(tvd.FashionMNIST.mirrors)
+
+
+def test_locate_says_where_without_reading(tmp_path, monkeypatch):
+    assert D.locate("digits", tmp_path) == "built in (no files)"
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert D.locate("cifar10", tmp_path) == f"on disk: {tmp_path / 'cifar-10-batches-py'}"
+    (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"")
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    assert D.locate("cifar100", tmp_path) == f"on disk: {archive} (extracted on first use)"
+    for f in ("train_32x32.mat", "test_32x32.mat"):
+        (tmp_path / f).write_bytes(b"")
+    assert D.locate("svhn", tmp_path) == f"on disk: {tmp_path}"
+    _write_idx_folder(tmp_path / "m" / "MNIST" / "raw", gz=True)
+    assert D.locate("mnist", tmp_path / "m") == f"on disk: {tmp_path / 'm' / 'MNIST' / 'raw'}"
+    empty = str(tmp_path / "empty")
+    with pytest.raises(DatasetNotFoundError) as e:
+        D.locate("mnist", empty, download=False)
+    _assert_one_line_not_found(e.value, empty, "train-images-idx3-ubyte.gz")
+    monkeypatch.setattr(downloads, "reachable", lambda urls, timeout=0: False)
+    with pytest.raises(DatasetNotFoundError, match=r"could not be downloaded \(no network\)"):
+        D.locate("svhn", empty)
+    monkeypatch.setattr(downloads, "reachable", lambda urls, timeout=0: bool(urls))
+    assert D.locate("cifar10", empty) == f"not on disk: will download to {empty}"
 
 
 def test_cifar_conversion_through_torchvision_api(tmp_path, monkeypatch):
@@ -302,7 +374,7 @@ def test_idx_truncated_gzip_stream(tmp_path):
 def test_fashion_mnist_falls_back_to_system_copy(tmp_path, monkeypatch):
     system = tmp_path / "system"
     _write_idx_folder(system, gz=True)
-    monkeypatch.setattr(registry, "DEBIAN_FASHION_MNIST_DIR", system)
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST_DIR", system)
     ds = load("fashion_mnist", data_dir=tmp_path / "empty", download=False)
     assert ds.n_train == 12 and ds.info["source"] == str(system)
     with pytest.raises(DatasetNotFoundError):  # mnist has no system copy
@@ -310,7 +382,7 @@ def test_fashion_mnist_falls_back_to_system_copy(tmp_path, monkeypatch):
 
 
 def test_try_download_swallows_chatter(monkeypatch, capsys):
-    monkeypatch.setattr(registry, "_reachable", lambda urls, timeout=0: True)
+    monkeypatch.setattr(downloads, "reachable", lambda urls, timeout=0: True)
 
     def fetch():
         print("Downloading http://example.invalid/x")
@@ -320,11 +392,11 @@ def test_try_download_swallows_chatter(monkeypatch, capsys):
         print("Failed to download (trying next):")
         raise RuntimeError("Error downloading x:\nTried a, got:\nHTTP 404")
 
-    assert registry._try_download(fetch, ["http://example.invalid/"]) == (42, None)
-    assert registry._try_download(boom, ["http://example.invalid/"]) == (None, "Error downloading x:")
+    assert downloads.try_download(fetch, ["http://example.invalid/"]) == (42, None)
+    assert downloads.try_download(boom, ["http://example.invalid/"]) == (None, "Error downloading x:")
     assert capsys.readouterr().out == ""
     monkeypatch.undo()
-    assert registry._try_download(fetch, []) == (None, "no network")
+    assert downloads.try_download(fetch, []) == (None, "no network")
 
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -1,7 +1,9 @@
 """Datasets, splits and an on-device loader for taylorat.
 
-This package sits at the bottom of the layering: it imports nothing else from
-taylorat.
+This package sits at the bottom of the layering: of taylorat it imports only
+:mod:`taylorat.common`. Each dataset is one :class:`DatasetSpec` in a registry
+(:mod:`taylorat.data.sets` holds the built-in ones); :func:`register_dataset`
+adds one of your own.
 
     >>> from taylorat.data import load, prepare, DeviceLoader
     >>> ds = load("digits")
@@ -13,13 +15,20 @@ taylorat.
 from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
-from .registry import available, geometry, load, locate, train_size
+from .registry import (DATASETS, DatasetSpec, available, geometry, load, locate, register_dataset, train_size,
+    unregister_dataset)
 from .splits import Prepared, holdout_indices, holdout_split, prepare, stratified_subset
+
+from . import sets  # noqa: F401  isort: skip  (registers the built-in datasets)
 
 __all__ = [
     "Dataset",
     "DatasetNotFoundError",
     "DatasetFormatError",
+    "DatasetSpec",
+    "DATASETS",
+    "register_dataset",
+    "unregister_dataset",
     "load",
     "available",
     "geometry",

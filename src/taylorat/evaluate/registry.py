@@ -21,7 +21,6 @@ the authors' ``eval_autoattack.py``, RobustBench); ℓ2 128/255 for all. See doc
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attacks import correct_mask
-from ..common import InputError, as_float_images
+from ..common import InputError, Registry, as_float_images
 
 REFERENCE_EPS = {"linf": 0.031, "l2": 128 / 255}  # TRADES' PGD-20 / CW-20 evaluation radius
 REFERENCE_STEP = {"linf": 0.003, "l2": 15 / 255}
@@ -101,7 +100,7 @@ class AttackSpec:
     help: str = ""
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
+ATTACKS: Registry[AttackSpec] = Registry("attack", listing="choose from")
 ALIASES: dict[str, tuple[str, ...]] = {}
 
 
@@ -112,12 +111,13 @@ def register_attack(name: str, *, label: str | None = None, default_eps: dict[st
     """Decorator: register ``fn(ctx) -> AttackResult`` as the evaluation attack ``name``."""
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
         raise InputError(f"attack name {name!r} must be lowercase letters, digits and _")
-    if name in _REGISTRY or name in ALIASES:
+    if name in ALIASES:
         raise InputError(f"attack {name!r} is already registered")
+    add = ATTACKS.register(name)
 
     def deco(fn: Callable[[EvalContext], AttackResult]) -> Callable[[EvalContext], AttackResult]:
-        _REGISTRY[name] = AttackSpec(name, fn, label or name, dict(default_eps or REFERENCE_EPS), tuple(norms),
-                                     tuple(needs), flags, row, help or (fn.__doc__ or "").strip().split("\n")[0])
+        add(AttackSpec(name, fn, label or name, dict(default_eps or REFERENCE_EPS), tuple(norms), tuple(needs),
+                       flags, row, help or (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 
     return deco
@@ -125,33 +125,31 @@ def register_attack(name: str, *, label: str | None = None, default_eps: dict[st
 
 def unregister_attack(name: str) -> None:
     """Remove a registered attack (for tests and plug-ins that replace one)."""
-    _REGISTRY.pop(name, None)
+    ATTACKS.unregister(name)
 
 
 def register_alias(name: str, members: Sequence[str]) -> None:
     """``name`` stands for several attacks (``transfer`` = ``transfer_pgd20, transfer_cw20``)."""
-    if name in _REGISTRY:
+    if ATTACKS.known(name):
         raise InputError(f"{name!r} is already an attack")
     ALIASES[name] = tuple(members)
 
 
 def available_attacks() -> list[str]:
     """Registered attack names in registration order, then the aliases."""
-    return list(_REGISTRY) + list(ALIASES)
+    return ATTACKS.names() + list(ALIASES)
 
 
 def attack_specs() -> list[AttackSpec]:
     """Every registered attack, in registration order."""
-    return list(_REGISTRY.values())
+    return [ATTACKS.get(n) for n in ATTACKS.names()]
 
 
 def get_attack(name: str) -> AttackSpec:
-    if name not in _REGISTRY:
-        choices = available_attacks()
-        close = difflib.get_close_matches(name, choices, n=1)
-        raise InputError(f"unknown attack {name!r}; choose from {', '.join(choices)}"
-                         + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return _REGISTRY[name]
+    """The registered attack ``name``; a one-line "unknown attack ...; choose from ..." error otherwise."""
+    if name not in ATTACKS:
+        raise ATTACKS.error(name, available_attacks())
+    return ATTACKS.get(name)
 
 
 def expand(names: Sequence[str]) -> list[str]:
@@ -167,7 +165,7 @@ def expand(names: Sequence[str]) -> list[str]:
 
 def labels() -> dict[str, str]:
     """Report name -> column title, for every attack that adds a row."""
-    return {n: s.label for n, s in _REGISTRY.items() if s.row}
+    return {s.name: s.label for s in attack_specs() if s.row}
 
 
 def attack_eps(name: str, norm: str, eps: float | None = None, per_attack: dict[str, float] | None = None) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..common import InputError
+from ..common import InputError, Registry
 from .base import Classifier
 
 _FIELD = re.compile(r"<([a-z_][a-z0-9_]*)>")
@@ -33,7 +33,11 @@ class _Entry:
     small: str | None
 
 
-_REGISTRY: dict[str, _Entry] = {}
+def _listed(name: str, meta: dict[str, Any]) -> str:
+    return f"{name} (e.g. {meta['example']})" if meta.get("example") else name
+
+
+MODELS: Registry[_Entry] = Registry("model", sort=True, describe=_listed)
 
 
 def register(name: str, *, example: str | None = None, small: str | None = None) -> Callable[[F], F]:
@@ -46,19 +50,17 @@ def register(name: str, *, example: str | None = None, small: str | None = None)
     """
     if not _VALID_NAME.fullmatch(name) or not name:
         raise InputError(f"invalid model name {name!r}; use lowercase letters, digits, _ and <field>")
-    if name in _REGISTRY:
-        raise InputError(f"model name {name!r} is already registered")
     fields = tuple(_FIELD.findall(name))
     regex = "".join(
         f"(?P<{part}>[1-9][0-9]*)" if i % 2 else re.escape(part)
         for i, part in enumerate(_FIELD.split(name))
     )
-
     if fields and not (small or example):
         raise InputError(f"model template {name!r} needs example= (a concrete name such as {name!r} filled in)")
+    add = MODELS.register(name, example=example, small=small or example)
 
     def decorator(builder: F) -> F:
-        _REGISTRY[name] = _Entry(name, builder, re.compile(regex), fields, example, small or example)
+        add(_Entry(name, builder, re.compile(regex), fields, example, small or example))
         return builder
 
     return decorator
@@ -66,36 +68,31 @@ def register(name: str, *, example: str | None = None, small: str | None = None)
 
 def unregister(name: str) -> None:
     """Remove a registered model (tests and plug-ins that replace one)."""
-    _REGISTRY.pop(name, None)
+    MODELS.unregister(name)
 
 
 def examples(small: bool = True) -> list[str]:
     """One concrete, creatable name per registered model (templates filled with their small example)."""
     out = []
-    for e in (_REGISTRY[n] for n in available()):
+    for e in (MODELS.get(n) for n in available()):
         out.append(e.name if not e.fields else (e.small if small else e.example) or e.example)
     return out
 
 
 def available() -> list[str]:
     """Registered model names (templates like ``wrn_<depth>_<width>`` included), sorted."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def _lookup(name: str) -> tuple[_Entry, dict[str, int]]:
-    entry = _REGISTRY.get(name)
-    if entry is not None and not entry.fields:
-        return entry, {}
-    for entry in _REGISTRY.values():
+    if name in MODELS and not MODELS.get(name).fields:
+        return MODELS.get(name), {}
+    for entry in (MODELS.get(n) for n in MODELS.names()):
         if entry.fields:
             m = entry.pattern.fullmatch(name)
             if m is not None:
                 return entry, {k: int(v) for k, v in m.groupdict().items()}
-    listing = ", ".join(
-        f"{e.name} (e.g. {e.example})" if e.example else e.name
-        for e in (_REGISTRY[n] for n in available())
-    )
-    raise InputError(f"unknown model {name!r}; available: {listing}")
+    raise MODELS.error(name)
 
 
 def check_name(name: str) -> None:

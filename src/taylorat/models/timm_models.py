@@ -9,13 +9,12 @@ for the built-in models. Inputs are [0,1] images; ``mean``/``std`` put normaliza
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..common import InputError, require
+from ..common import InputError, did_you_mean, require
 from .base import Classifier
 
 PREFIX = "timm:"
@@ -25,9 +24,8 @@ def check_timm_name(name: str) -> None:
     timm = require("timm", "timm", f"model {name!r}")
     arch = name[len(PREFIX):]
     if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=1)
-        raise InputError(f"unknown timm model {arch!r}" + (f"; did you mean 'timm:{close[0]}'?" if close else
-                                                          "; see timm.list_models()"))
+        hint = did_you_mean(arch, timm.list_models(), prefix=PREFIX)
+        raise InputError(f"unknown timm model {arch!r}" + (hint or "; see timm.list_models()"))
 
 
 class TimmClassifier(Classifier):

@@ -23,12 +23,11 @@ after which ``method.name: ce-only+1st+2nd`` trains from a config.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 import torch
 
-from ..common import InputError
+from ..common import InputError, Registry
 from .combine import LossParts
 
 ORDERS = {"": (0.0, 0.0), "+1st": (0.3, 0.0), "+1st+2nd": (0.2, None)}  # η, η2 (None: η/2)
@@ -73,20 +72,19 @@ class Base:
         return self.noise_std if order else 0.0
 
 
-_BASES: dict[str, Base] = {}
+BASES: Registry[Base] = Registry("base")
 
 
 def register_base(name: str) -> Callable[[type[Base]], type[Base]]:
     """Class decorator: register a :class:`Base` subclass under ``name`` (its Taylor orders come with it)."""
     if not name or "+" in name or name != name.strip().lower():
         raise InputError(f"base name {name!r} must be lowercase without '+' (the orders are added to it)")
-    if name in _BASES:
-        raise InputError(f"base {name!r} is already registered")
+    add = BASES.register(name)
 
     def deco(cls: type[Base]) -> type[Base]:
         obj = cls()
         obj.name = name
-        _BASES[name] = obj
+        add(obj)
         return cls
 
     return deco
@@ -94,24 +92,22 @@ def register_base(name: str) -> Callable[[type[Base]], type[Base]]:
 
 def unregister_base(name: str) -> None:
     """Remove a registered base (tests and plug-ins that replace one)."""
-    _BASES.pop(name, None)
+    BASES.unregister(name)
 
 
 def bases() -> tuple[str, ...]:
-    return tuple(_BASES)
+    """Registered base names, in registration order."""
+    return tuple(BASES.names())
 
 
 def get_base(name: str) -> Base:
-    if name not in _BASES:
-        close = difflib.get_close_matches(name, list(_BASES), n=1)
-        raise InputError(f"unknown base {name!r}; use one of {', '.join(_BASES)}"
-                         + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return _BASES[name]
+    """The registered base ``name``; a one-line "unknown base ... did you mean" error otherwise."""
+    return BASES.get(name)
 
 
 def methods() -> tuple[str, ...]:
     """Every method name: each registered base with each Taylor order."""
-    return tuple(b + o for b in _BASES for o in ORDERS)
+    return tuple(b + o for b in BASES.names() for o in ORDERS)
 
 
 def split_name(name: str) -> tuple[str, str]:

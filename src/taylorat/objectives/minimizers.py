@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..common import InputError
+from ..common import InputError, Registry
 from .awp import AWP
 from .combine import LossParts
 
@@ -183,33 +183,27 @@ class AWPMinimizer(Minimizer):
         return parts
 
 
-#: name -> (class, its options with defaults; None: the class's own default)
-MINIMIZERS: dict[str, tuple[type[Minimizer], dict[str, Any]]] = {
-    "none": (Minimizer, {"warmup": 0}),
-    "sam": (SAM, {"rho": None, "warmup": 0}),
-    "asam": (ASAM, {"rho": None, "eta": 0.01, "warmup": 0}),
-    "awp": (AWPMinimizer, {"gamma": 0.005, "warmup": 10}),
-}
+#: the minimizers by name; each entry's metadata are the options it reads, with their defaults
+#: (None: the class's own default). A user's minimizer registers the same way.
+MINIMIZERS: Registry[type[Minimizer]] = Registry("minimizer")
+MINIMIZERS.register("none", Minimizer, warmup=0)
+MINIMIZERS.register("sam", SAM, rho=None, warmup=0)
+MINIMIZERS.register("asam", ASAM, rho=None, eta=0.01, warmup=0)
+MINIMIZERS.register("awp", AWPMinimizer, gamma=0.005, warmup=10)
 
 
 def minimizers() -> tuple[str, ...]:
-    return tuple(MINIMIZERS)
+    return tuple(MINIMIZERS.names())
 
 
 def minimizer_options(name: str) -> dict[str, Any]:
     """The options ``name`` reads, with their defaults."""
-    return dict(get_minimizer(name)[1])
-
-
-def get_minimizer(name: str) -> tuple[type[Minimizer], dict[str, Any]]:
-    if name not in MINIMIZERS:
-        raise InputError(f"unknown minimizer {name!r}; use one of {', '.join(MINIMIZERS)}")
-    return MINIMIZERS[name]
+    return MINIMIZERS.metadata(name)
 
 
 def make_minimizer(name: str, model: nn.Module, **options: Any) -> Minimizer | None:
     """The minimizer ``name`` for ``model`` with the options it reads (None for ``none``)."""
-    cls, defaults = get_minimizer(name)
+    cls = MINIMIZERS.get(name)
     if cls is Minimizer:
         return None
-    return cls(model, **{k: options.get(k, v) for k, v in defaults.items()})
+    return cls(model, **{k: options.get(k, v) for k, v in MINIMIZERS.metadata(name).items()})
