@@ -14,6 +14,9 @@ reproduce`` collects records from the run folders' ``eval.json`` (it merges noth
 first seed that lacks one (``seeds=[N] --only LABELS``; ``--seed N`` picks another), both methods side
 by side (``--jobs 2``; ``--jobs 1``: one after the other), and re-renders the page from all records
 (``--render-only``). The run folders live in ``--work`` (default ``runs/gpu_study``, ignored by git).
+Side by side is the default because the estimate (``gpu_budget.py``) puts it below one after the other:
+one process's compile and AutoAttack launches hide behind the other's GPU work. Neither has been timed on
+a GPU yet; ``timing.json`` of a call, and of one with ``--jobs 1``, settles it.
 
 OUT receives at most 6 plain files: ``results.json``, ``README.md`` (the page), ``study.log`` (all
 output), one log per run trained, ``timing.json`` (seconds per phase beside the estimate); copy
