@@ -1,6 +1,7 @@
 """The GPU check: everything taylorat must prove on a CUDA GPU, in one command, results as JSON.
 
     bash benchmarks/gpu_check.sh OUT              # on a machine with one CUDA GPU, about 6 minutes on an H100
+    bash benchmarks/gpu_check.sh OUT --quick      # at most 4 minutes: the CUDA tests and the two goal rows
     bash benchmarks/gpu_check.sh OUT --dry-run    # anywhere: the plan, and every check that needs no GPU
 
 Sections (each with its own time limit, so one slow part cannot starve the others):
@@ -14,6 +15,10 @@ Sections (each with its own time limit, so one slow part cannot starve the other
    the compiled PreAct-18 cases also profiled (``--profile 3``: where the Taylor step's extra time goes);
 3. ``train_eval``: one epoch of training and ``taylorat eval`` (clean, PGD-20, AutoAttack on 64
    images) of a small model on synthetic CIFAR-shaped data on ``cuda``.
+
+``--quick`` (time limits adding up to 235 s) keeps ``tests`` and the two rows that decide the goals:
+compiled bf16 channels_last PreAct-18 (11 rounds) and WRN-34-10 (3 rounds), TRADES and TRADES+1st+2nd
+interleaved round by round, the Taylor overhead the median of the per-round ratios.
 
 Nothing is installed from the network: taylorat with ``pip install --no-deps --no-build-isolation
 -e .`` and missing packages (``pyautoattack``) from wheels in ``--wheels`` (default ``.whl``).
@@ -43,32 +48,42 @@ TRAIN = ["model.name=wrn_16_2", "data.dataset=synthetic", "data.options={n_train
 BENCH = ["-m", "taylorat", "bench", "--device", "cuda", "--methods", "trades,trades+1st+2nd", "--batch", "128"]
 
 
-def plan(out: Path) -> list[dict]:
-    """Every section: its name, command, time limit (s) and the JSON file it leaves."""
+def _bench(out: Path, name: str, limit: int, *args: str) -> dict:
+    return {"name": name, "limit": limit, "json": f"{name}.jsonl",
+            "cmd": [sys.executable, *BENCH, *args, "--out", str(out / f"{name}.jsonl")]}
+
+
+COMPILED = ["--precision", "bf16", "--channels-last", "--compile", "reduce-overhead"]
+
+
+def plan(out: Path, quick: bool = False) -> list[dict]:
+    """Every section: its name, command, time limit (s) and the JSON file it leaves.
+
+    ``quick``: the CUDA tests and the two rows that decide the goals (README "Performance"), PreAct-18 and
+    WRN-34-10 with bf16 + channels_last + ``compile=reduce-overhead``, TRADES and TRADES+1st+2nd interleaved
+    round by round (the Taylor overhead: the median of the per-round ratios), in at most 4 minutes."""
     py = sys.executable
     run_dir, ev = out / "run", out / "eval"
+    tests = {"name": "tests", "limit": 55 if quick else 75, "json": "tests.xml",
+             "cmd": [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_devices.py",
+                     f"--junitxml={out / 'tests.xml'}"]}
+    wrn_compiled = _bench(out, "bench_wrn34_10_compile", 110 if quick else 150, "--models", "wrn_34_10", *COMPILED,
+                          "--rounds", "3", "--iters", "5", "--warmup", "5")
+    if quick:
+        return [tests, _bench(out, "bench_preact18_compile", 70, "--models", "preact_resnet18", *COMPILED,
+                              "--rounds", "11", "--iters", "10", "--warmup", "10"), wrn_compiled]
     return [
-        {"name": "tests", "limit": 75, "json": "tests.xml",
-         "cmd": [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_devices.py",
-                 f"--junitxml={out / 'tests.xml'}"]},
-        {"name": "bench_preact18_fp32", "limit": 60, "json": "bench_preact18_fp32.jsonl",
-         "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "fp32", "--defaults", "--rounds", "5",
-                 "--iters", "10", "--warmup", "10", "--out", str(out / "bench_preact18_fp32.jsonl")]},
-        {"name": "bench_preact18_bf16", "limit": 60, "json": "bench_preact18_bf16.jsonl",
-         "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "bf16", "--channels-last", "--rounds",
-                 "5", "--iters", "10", "--warmup", "10", "--epoch", "--epoch-steps", "100", "--check-images", "1000",
-                 "--out", str(out / "bench_preact18_bf16.jsonl")]},
-        {"name": "bench_preact18_compile", "limit": 90, "json": "bench_preact18_compile.jsonl",
-         "cmd": [py, *BENCH, "--models", "preact_resnet18", "--precision", "bf16", "--channels-last", "--compile",
-                 "reduce-overhead", "--rounds", "15", "--iters", "10", "--warmup", "10", "--profile", "3",
-                 "--out", str(out / "bench_preact18_compile.jsonl")]},
-        {"name": "bench_wrn34_10", "limit": 60, "json": "bench_wrn34_10.jsonl",
-         "cmd": [py, *BENCH, "--models", "wrn_34_10", "--precision", "fp32,bf16", "--channels-last", "--rounds", "3",
-                 "--iters", "5", "--warmup", "5", "--out", str(out / "bench_wrn34_10.jsonl")]},
-        {"name": "bench_wrn34_10_compile", "limit": 150, "json": "bench_wrn34_10_compile.jsonl",
-         "cmd": [py, *BENCH, "--models", "wrn_34_10", "--precision", "bf16", "--channels-last", "--compile",
-                 "reduce-overhead", "--rounds", "3", "--iters", "5", "--warmup", "5",
-                 "--out", str(out / "bench_wrn34_10_compile.jsonl")]},
+        tests,
+        _bench(out, "bench_preact18_fp32", 60, "--models", "preact_resnet18", "--precision", "fp32", "--defaults",
+               "--rounds", "5", "--iters", "10", "--warmup", "10"),
+        _bench(out, "bench_preact18_bf16", 60, "--models", "preact_resnet18", "--precision", "bf16", "--channels-last",
+               "--rounds", "5", "--iters", "10", "--warmup", "10", "--epoch", "--epoch-steps", "100",
+               "--check-images", "1000"),
+        _bench(out, "bench_preact18_compile", 90, "--models", "preact_resnet18", *COMPILED, "--rounds", "15",
+               "--iters", "10", "--warmup", "10", "--profile", "3"),
+        _bench(out, "bench_wrn34_10", 60, "--models", "wrn_34_10", "--precision", "fp32,bf16", "--channels-last",
+               "--rounds", "3", "--iters", "5", "--warmup", "5"),
+        wrn_compiled,
         {"name": "train_eval", "limit": 60, "json": "eval/report.json", "train": TRAIN + [f"out_dir={run_dir}"],
          "cmd": ["bash", "-c",
                  f"{py} -m taylorat train device=cuda out_dir={run_dir} " + " ".join(f"'{a}'" for a in TRAIN)
@@ -150,7 +165,7 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
-def dry_run(out: Path, sections: list[dict], notes: list[str]) -> int:
+def dry_run(out: Path, sections: list[dict], notes: list[str], quick: bool = False) -> int:
     """Check what can be checked without a GPU: the CUDA tests exist, the commands' arguments parse."""
     problems = []
     env = {**os.environ, "TAYLORAT_LIST_CUDA_TESTS": "1"}
@@ -172,7 +187,8 @@ def dry_run(out: Path, sections: list[dict], notes: list[str]) -> int:
                 problems.append(f"{sec['name']}: {r.stderr[-500:]}")
     (out / "plan.json").write_text(json.dumps({"sections": [{k: (v if k != "cmd" else " ".join(map(str, v)))
                                                              for k, v in s.items()} for s in sections],
-                                               "cuda_tests": cuda_tests, "install": notes, "problems": problems},
+                                               "cuda_tests": cuda_tests, "install": notes, "quick": quick,
+                                               "problems": problems},
                                               indent=2) + "\n")
     print("GPU check plan (dry run, nothing needs a GPU here):")
     for sec in sections:
@@ -180,6 +196,8 @@ def dry_run(out: Path, sections: list[dict], notes: list[str]) -> int:
     print(f"  {len(cuda_tests)} CUDA test cases; install: " + "; ".join(notes))
     total = sum(s["limit"] for s in sections)
     print(f"  time limits add up to {total} s ({total / 60:.1f} min)")
+    command = 'bash benchmarks/gpu_check.sh "$OUT"' + (" --quick" if quick else "")
+    print(f"  device call: run(command={command!r}, timeout_s={min(600, total + 60)})")
     for p in problems:
         print(f"PROBLEM: {p}")
     return 1 if problems else 0
@@ -208,22 +226,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", help="folder for the JSON results (e.g. the $OUT a GPU machine hands back)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and check what needs no GPU")
-    p.add_argument("--wheels", default=str(ROOT / ".whl"), help="wheels of missing packages (default .whl)")
+    p.add_argument("--wheels", default=str(ROOT / ".whl" if (ROOT / ".whl").is_dir() else ROOT / ".gpu_carry"),
+                   help="wheels of missing packages (default .whl, else .gpu_carry from gpu_study.sh --pack)")
     p.add_argument("--only", help="comma-separated section names")
+    p.add_argument("--quick", action="store_true",
+                   help="at most 4 minutes: the CUDA tests and the compiled PreAct-18 and WRN-34-10 rows of the goals")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     notes = install(Path(args.wheels), args.dry_run)
-    sections = [s for s in plan(out) if not args.only or s["name"] in args.only.split(",")]
+    sections = [s for s in plan(out, args.quick) if not args.only or s["name"] in args.only.split(",")]
     if args.dry_run:
-        return dry_run(out, sections, notes)
+        return dry_run(out, sections, notes, args.quick)
     import torch
 
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU is visible; run with --dry-run on a machine without one", file=sys.stderr)
         return 2
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
-           "date": time.strftime("%Y-%m-%d"), "install": notes}
+           "date": time.strftime("%Y-%m-%d"), "install": notes, "quick": args.quick}
     results = []
     for sec in sections:
         print(f"== {sec['name']} (limit {sec['limit']} s)", flush=True)
