@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from taylorat.reproduce.render import summarise
+from taylorat.studies.render import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "docs" / "studies" / "fashion_mnist_cpu"
@@ -35,8 +35,8 @@ STUDY_PAGES = sorted(p.parent.name for p in (ROOT / "docs" / "studies").glob("*/
 @pytest.mark.parametrize("name", STUDY_PAGES)
 def test_study_page_is_rendered_from_its_results(name):
     """Each committed page is exactly what `taylorat reproduce` renders from its committed results.json."""
-    from taylorat.reproduce import study as studies
-    from taylorat.reproduce.render import render_readme
+    from taylorat.studies import study as studies
+    from taylorat.studies.render import render_readme
 
     folder = ROOT / "docs" / "studies" / name
     res = json.loads((folder / "results.json").read_text())
@@ -66,7 +66,7 @@ def test_front_page_quotes_the_robust_overfitting_pilot():
     spread = [r["curves"]["track_train_pgd"][-1] - r["curves"]["track_test_pgd"][-1] for r in runs]
     assert f"from {min(spread):.2f} to {max(spread):.2f} points" in section
     # the study trains in the chosen setting
-    from taylorat.reproduce import study as studies
+    from taylorat.studies import study as studies
 
     st = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml")
     pilot = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_pilot.yaml")
@@ -84,7 +84,7 @@ def test_front_page_states_what_the_robust_overfitting_study_shows():
     seeds), the differences to `trades` with the page's spread judgement, and the tracked curves."""
     import statistics
 
-    from taylorat.reproduce import study as studies
+    from taylorat.studies import study as studies
 
     folder = ROOT / "docs" / "studies" / "robust_overfitting_cpu"
     runs = json.loads((folder / "results.json").read_text())["runs"]

@@ -15,7 +15,7 @@ evaluate: {n: 1000, attacks: [clean, pgd20, cw20, aa], n_aa: 500, eps: 0.1, step
 context: [...]                                              # other papers' rows, shown as printed
 ```
 
-Paper tables live in ``taylorat/reproduce/tables/`` (``taylorat reproduce --list``). Every run's
+Paper tables live in ``taylorat/studies/tables/`` (``taylorat reproduce --list``). Every run's
 config is validated when the study is loaded, so ``--dry-run`` catches a bad key before training.
 """
 
