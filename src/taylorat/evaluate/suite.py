@@ -108,7 +108,7 @@ def evaluate(
     surrogate: nn.Module | None = None,
     surrogate_id: str = "",
     cache_dir: str | Path | None = None,
-    rays_queries: int = 10_000,
+    rays_queries: int = builtin.RAYS_QUERIES,
     progress: bool = True,
     eot: int | None = None,
     **options: Any,

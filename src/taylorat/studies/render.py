@@ -10,14 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..evaluate import labels
+from ..evaluate.builtin import attack_metrics
 from .figures import has_curves
 from .spread import MeanStd, seed_spread, seed_stats, within_spread
 from .study import pretty_label
 
 
 def metric_names() -> tuple[tuple[str, str], ...]:
-    """(key, column title) of every number a study row can hold: the registered attacks, then ADBD."""
-    return tuple(labels().items()) + (("adbd", "ADBD"),)
+    """(key, column title) of every number a study row can hold: the registered attacks, then their other
+    numbers (ADBD)."""
+    return tuple(labels().items()) + tuple(attack_metrics().items())
 
 
 def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Any]]:
@@ -93,7 +95,8 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
               f"- ran on: {_env(results)}", ""]
     gap = any("gap" in s for s in summary.values())
     lines += ["## Results: mean ± std over seeds (accuracy %)", "",
-              "| method | seeds | " + " | ".join(n for _, n in present) + (" | PGD-20 − AA (same images) |" if gap else " |"),
+              "| method | seeds | " + " | ".join(n for _, n in present)
+              + (" | PGD-20 − AA (same images) |" if gap else " |"),
               "| --- | --- | " + " | ".join("---" for _ in present) + (" | --- |" if gap else " |")]
     for label, s in summary.items():
         lines.append(f"| {label} | {len(s['seeds'])} | " + " | ".join(_pm(s.get(k)) for k, _ in present)
@@ -116,7 +119,8 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     for r in runs:
         lines.append(f"| {r['method']} | {r['seed']} | "
                      + " | ".join(f"{r[k]:.2f}" if k in r else "–" for k, _ in present)
-                     + f" | {r.get('best_epoch', '–')} | {r.get('train_seconds', 0):.0f} | {r.get('eval_seconds', 0):.0f} |")
+                     + f" | {r.get('best_epoch', '–')} | {r.get('train_seconds', 0):.0f} | "
+                     f"{r.get('eval_seconds', 0):.0f} |")
     lines += ["", "## What the numbers show", ""]
     lines += findings(summary, labels, present, runs)
     lines += ["", "A difference is *inside the seed spread* when |Δ mean| ≤ std(a) + std(b). Rendered by "
@@ -304,7 +308,8 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
 
 
 def _num(v: float, key: str) -> str:
-    return f"{v:.4f}" if key == "adbd" else f"{v:.2f}"
+    """Accuracies with 2 decimals, the attacks' other numbers (ADBD, a distance in [0,1]) with 4."""
+    return f"{v:.4f}" if key in attack_metrics() else f"{v:.2f}"
 
 
 def render_table(results: dict[str, Any], study: Any) -> str:
@@ -351,10 +356,11 @@ def render_table(results: dict[str, Any], study: Any) -> str:
                 + f" | {r.get('notes', '')} |")
     base_cfg = results["config"]["resolved"]
     e = base_cfg["eval"]
+    chose = " — the paper chose on test images" if e["select_on"] == "holdout" else ""
     lines += ["", "## How these numbers were produced", "",
               f"- training: {base_cfg['optim']['epochs']} epochs (paper: 200), seeds "
               f"{', '.join(str(s) for s in study.seeds)}; `best` checkpoint = highest PGD-{e['steps']} accuracy on "
-              f"the {e['select_on']} split ({e['n']} images){' — the paper chose on test images' if e['select_on'] == 'holdout' else ''}",
+              f"the {e['select_on']} split ({e['n']} images){chose}",
               f"- evaluation on the first {study.evaluate.n} test images"
               + (f" (AutoAttack on the first {study.evaluate.n_aa})" if "aa" in study.evaluate.attacks else "")
               + f"; attacks: {', '.join(study.evaluate.attacks)}",
