@@ -6,7 +6,7 @@
 
 import sys
 
-from taylorat.reproduce.bench import main
+from taylorat.bench.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="benchmarks/step_time.py"))

@@ -52,7 +52,7 @@ def test_defaults_mode_times_what_train_runs_beside_the_forced_layouts():
 def test_cudnn_benchmark_variants_interleave_and_leave_the_flag_as_found(tmp_path):
     import torch
 
-    from taylorat.reproduce.bench import main
+    from taylorat.bench.bench import main
 
     out = tmp_path / "bench.jsonl"
     before = torch.backends.cudnn.benchmark
@@ -67,7 +67,7 @@ def test_cudnn_benchmark_variants_interleave_and_leave_the_flag_as_found(tmp_pat
 
 
 def test_profile_counts_the_operators_of_each_step(tmp_path, capsys):
-    from taylorat.reproduce.bench import main
+    from taylorat.bench.bench import main
 
     out = tmp_path / "bench.jsonl"
     assert main(["--device", "cpu", "--models", "small_cnn", "--methods", "trades,trades+1st+2nd", "--rounds", "1",
@@ -88,7 +88,7 @@ def test_profile_counts_the_operators_of_each_step(tmp_path, capsys):
 def test_compile_takes_the_taylor_loss_into_the_compiled_code(tmp_path):
     """Eager, the Taylor step runs ~600 more ATen operators than TRADES' (statistics, soft targets, KL
     terms, weight noise); with ``compile`` the loss is compiled too and only the weight noise stays."""
-    from taylorat.reproduce.bench import main
+    from taylorat.bench.bench import main
 
     extra = {}
     for mode in ("none", "default"):

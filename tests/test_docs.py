@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from taylorat.reproduce.render import summarise
+from taylorat.studies.render import summarise
+from taylorat.studies.spread import seed_spread, within_spread
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "docs" / "studies" / "fashion_mnist_cpu"
@@ -35,8 +36,8 @@ STUDY_PAGES = sorted(p.parent.name for p in (ROOT / "docs" / "studies").glob("*/
 @pytest.mark.parametrize("name", STUDY_PAGES)
 def test_study_page_is_rendered_from_its_results(name):
     """Each committed page is exactly what `taylorat reproduce` renders from its committed results.json."""
-    from taylorat.reproduce import study as studies
-    from taylorat.reproduce.render import render_readme
+    from taylorat.studies import study as studies
+    from taylorat.studies.render import render_readme
 
     folder = ROOT / "docs" / "studies" / name
     res = json.loads((folder / "results.json").read_text())
@@ -66,7 +67,7 @@ def test_front_page_quotes_the_robust_overfitting_pilot():
     spread = [r["curves"]["track_train_pgd"][-1] - r["curves"]["track_test_pgd"][-1] for r in runs]
     assert f"from {min(spread):.2f} to {max(spread):.2f} points" in section
     # the study trains in the chosen setting
-    from taylorat.reproduce import study as studies
+    from taylorat.studies import study as studies
 
     st = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml")
     pilot = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_pilot.yaml")
@@ -84,7 +85,7 @@ def test_front_page_states_what_the_robust_overfitting_study_shows():
     seeds), the differences to `trades` with the page's spread judgement, and the tracked curves."""
     import statistics
 
-    from taylorat.reproduce import study as studies
+    from taylorat.studies import study as studies
 
     folder = ROOT / "docs" / "studies" / "robust_overfitting_cpu"
     runs = json.loads((folder / "results.json").read_text())["runs"]
@@ -114,33 +115,36 @@ def test_front_page_states_what_the_robust_overfitting_study_shows():
     flat = " ".join(section.split())
 
     def delta(label, key):
-        (ma, sa), (mb, sb) = stats["trades"][key], stats[label][key]
-        return mb - ma, sa + sb
+        """``label`` minus trades, the seed spread, and whether the difference lies inside it (the pages' rule)."""
+        a, b = stats["trades"][key], stats[label][key]
+        return b[0] - a[0], seed_spread(a, b), within_spread(a, b)
 
     # the verdict's claims: Taylor terms lower robust accuracy beyond the spread and widen the gap
     for key, name in (("pgd20", "PGD-20"), ("cw20", "CW-20"), ("aa", "AutoAttack")):
-        d, spread = delta("trades+1st+2nd", key)
-        assert d < 0 and abs(d) > spread and f"{name} {d:.2f}" in flat
+        d, spread, inside = delta("trades+1st+2nd", key)
+        assert d < 0 and not inside and f"{name} {d:.2f}" in flat
     for label in ("trades+1st+2nd", "trades+1st+2nd sigma=0.01"):
-        d, spread = delta(label, "gap")
-        assert d > spread and f"+{d:.2f} points" in flat and f"(outside the spread ±{spread:.2f})" in flat
+        d, spread, inside = delta(label, "gap")
+        assert d > 0 and not inside and f"+{d:.2f} points" in flat and f"(outside the spread ±{spread:.2f})" in flat
     for key in stats["trades"]:  # randomized weights alone: inside the spread in every number
-        d, spread = delta("trades sigma=0.01", key)
-        assert abs(d) <= spread, key
+        d, spread, inside = delta("trades sigma=0.01", key)
+        assert inside, key
     for label in stats:  # every best − last smaller than TRADES', none beyond the spread
-        d, spread = delta(label, "best-last")
-        assert label == "trades" or -spread <= d < 0, label
+        d, spread, inside = delta(label, "best-last")
+        assert label == "trades" or (d < 0 and inside), label
     assert min(stats, key=lambda m: stats[m]["gap"][0]) == max(stats, key=lambda m: stats[m]["last"][0]) == "awp-trades"
-    d, spread = delta("awp-trades", "gap")
-    assert d < 0 and abs(d) <= spread and f"{d:.2f} points, inside the spread ±{spread:.2f}" in flat
-    d, spread = delta("awp-trades", "pgd20")
-    assert abs(d) > spread and f"{-d:.2f} points below TRADES (just outside the spread ±{spread:.2f})" in flat
+    d, spread, inside = delta("awp-trades", "gap")
+    assert d < 0 and inside and f"{d:.2f} points, inside the spread ±{spread:.2f}" in flat
+    d, spread, inside = delta("awp-trades", "pgd20")
+    assert not inside and f"{-d:.2f} points below TRADES (just outside the spread ±{spread:.2f})" in flat
 
     def tracked(label, key):
         return statistics.fmean(r["curves"][key][-1] for r in by[label])
 
-    assert f"ends at {tracked('trades+1st+2nd', 'track_train_pgd'):.2f} against {tracked('trades', 'track_train_pgd'):.2f}" in flat
-    assert f"({tracked('trades+1st+2nd', 'track_test_pgd'):.2f} against {tracked('trades', 'track_test_pgd'):.2f}" in flat
+    train_pgd = [tracked(m, "track_train_pgd") for m in ("trades+1st+2nd", "trades")]
+    test_pgd = [tracked(m, "track_test_pgd") for m in ("trades+1st+2nd", "trades")]
+    assert f"ends at {train_pgd[0]:.2f} against {train_pgd[1]:.2f}" in flat
+    assert f"({test_pgd[0]:.2f} against {test_pgd[1]:.2f}" in flat
     page = (folder / "README.md").read_text()
     assert "In progress" not in page and "robust_overfitting_cpu/README.md" in section
 

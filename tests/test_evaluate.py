@@ -12,7 +12,7 @@ from taylorat import data as datasets
 from taylorat.attacks import AutoAttack
 from taylorat.cli import main
 from taylorat.evaluate import EvalResult, evaluate, masking_flags, report_dict, report_markdown, schema
-from taylorat.reproduce.demo import demo_config
+from taylorat.studies.demo import demo_config
 from taylorat.train import train
 
 pytestmark = pytest.mark.slow  # a trained model and AutoAttack

@@ -69,8 +69,8 @@ def test_a_registered_attack_is_a_report_row(fgsm, model_file, tmp_path):
 
 
 def test_a_registered_attack_is_a_study_column(fgsm, tmp_path):
-    from taylorat.reproduce import study as studies
-    from taylorat.reproduce.render import render_readme
+    from taylorat.studies import study as studies
+    from taylorat.studies.render import render_readme
 
     st = studies.from_values({"name": "s", "runs": [{"label": "a", "method": {"name": "trades"}}],
                               "evaluate": {"attacks": ["clean", "fgsm"]}})

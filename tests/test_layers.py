@@ -1,4 +1,4 @@
-"""Imports point one way: cli -> reproduce -> train / evaluate / analysis -> objectives -> attacks, and every
+"""Imports point one way: cli -> studies / bench -> train / evaluate / analysis -> objectives -> attacks, and every
 layer may use models, data, checkpoint and the bottom helpers (common), which import nothing above them."""
 
 import ast
@@ -21,11 +21,11 @@ ALLOWED = {
     "evaluate": {"common", "models", "data", "checkpoint", "attacks"},
     "analysis": {"common", "models", "data", "checkpoint", "attacks", "evaluate"},
     "train": {"common", "models", "data", "checkpoint", "attacks", "objectives"},
-    "reproduce": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate",
-                  "analysis"},
+    "studies": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate", "analysis"},
+    "bench": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate", "analysis"},
     "export": {"common", "models", "data", "checkpoint", "attacks", "evaluate"},
     "cli": {"common", "models", "data", "checkpoint", "attacks", "objectives", "train", "evaluate", "analysis",
-            "reproduce", "export", "__init__"},
+            "studies", "bench", "export", "__init__"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -85,7 +85,7 @@ def test_hinted_commands_run(tmp_path, capsys):
 
 
 def test_run_labels_and_folders_are_ascii():
-    from taylorat.reproduce import study as studies
+    from taylorat.studies import study as studies
 
     st = studies.load("table1")
     assert all(label.isascii() for label in st.labels())

@@ -1,4 +1,4 @@
-"""The paper's reported numbers (src/taylorat/reproduce/tables/*.yaml): structure, counts, spot checks."""
+"""The paper's reported numbers (src/taylorat/studies/tables/*.yaml): structure, counts, spot checks."""
 
 import json
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taylorat.reproduce import study as studies
+from taylorat.studies import study as studies
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ROOT / "src" / "taylorat" / "reproduce" / "tables"
+TABLES = ROOT / "src" / "taylorat" / "studies" / "tables"
 NAMES = ["table1", "table2", "table3", "table4", "table5", "table7", "table8"]
 METRICS = {"clean", "pgd20", "cw20", "aa", "transfer_pgd20", "transfer_cw20", "rays", "adbd"}
 CONTEXT_INFO = {"label", "architecture", "dataset", "notes"}
@@ -176,7 +176,7 @@ def test_precision_is_kept():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_tables_load_as_studies_and_validate_every_run(name):
-    from taylorat.reproduce.study import load as load_study
+    from taylorat.studies.study import load as load_study
 
     st = load_study(name, seeds=1)
     runs = st.runs("runs")

@@ -67,7 +67,7 @@ def test_every_taylorat_command_in_the_readme_parses():
     for cmd in commands:
         args = shlex.split(cmd)[1:]
         if args[0] == "bench":  # the benchmark has its own parser
-            from taylorat.reproduce.bench import main as bench
+            from taylorat.bench.bench import main as bench
 
             with pytest_raises_system_exit():
                 bench(args[1:] + ["--help"])

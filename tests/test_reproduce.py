@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from taylorat.cli import main
-from taylorat.reproduce import study as studies
-from taylorat.reproduce.render import summarise
+from taylorat.studies import study as studies
+from taylorat.studies.render import summarise
 from taylorat.train import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_summary_and_spread_rule():
     runs += [{"method": "b", "seed": s, "clean": c, "pgd20": p} for s, c, p in ((0, 90, 41), (1, 92, 43))]
     s = summarise(runs, ["a", "b"])
     assert s["a"]["clean"]["mean"] == 81 and s["b"]["pgd20"]["mean"] == 42
-    from taylorat.reproduce.render import findings
+    from taylorat.studies.render import findings
     text = "\n".join(findings(s, ["a", "b"], [("clean", "clean"), ("pgd20", "PGD-20")], runs))
     assert "clean +10.00 (outside" in text and "PGD-20 +0.00 (inside" in text
     assert "higher than `a` beyond the seed spread in: clean" in text
@@ -94,7 +94,7 @@ def test_paper_table_end_to_end_on_synthetic_data(tmp_path):
             "data.options={n_train: 40, n_test: 10}", "optim.epochs=1", "optim.batch_size=10",
             "attack.steps=1", "eval.n=10", "eval.steps=1"]
     st = studies.load("table7", ["evaluate.n=6", "evaluate.rays_queries=30"], seeds=1, run_overrides=tiny)
-    from taylorat.reproduce import runner
+    from taylorat.studies import runner
 
     res = runner.run_study(st, tmp_path / "runs", tmp_path / "out", log=lambda s: None, command="taylorat ...")
     assert [r["method"] for r in res["runs"]] == ["TRADES", "TRADES+1st+2nd"]
@@ -109,7 +109,7 @@ def test_paper_table_end_to_end_on_synthetic_data(tmp_path):
 
 
 def test_study_page_counts_runs_per_environment():
-    from taylorat.reproduce.render import _env
+    from taylorat.studies.render import _env
 
     a = {"torch": "2.14.1", "device": "cpu", "cpu threads": 2, "gpu": "none"}
     assert _env({"runs": [{"environment": a}, {"environment": a}]}) == "torch 2.14.1, device cpu, cpu threads 2, gpu none"
@@ -134,7 +134,7 @@ def _run(method, seed, best, last, train, test):
 
 
 def test_best_vs_last_and_the_generalisation_gap():
-    from taylorat.reproduce.render import best_vs_last
+    from taylorat.studies.render import best_vs_last
 
     runs = [_run("a", 0, 60, 55, 90, 55), _run("a", 1, 62, 55, 92, 55),   # overfits by 6, gap 36
             _run("b", 0, 61, 60, 70, 60), _run("b", 1, 61, 61, 71, 61)]   # overfits by 0.5, gap 10
@@ -164,7 +164,7 @@ def test_robust_overfitting_study_validates():
 
 
 def test_one_seed_gets_no_verdict():
-    from taylorat.reproduce.render import best_vs_last, findings
+    from taylorat.studies.render import best_vs_last, findings
 
     runs = [_run("a", 0, 60, 55, 90, 55), _run("b", 0, 61, 60, 70, 60)]
     text = "\n".join(best_vs_last(runs, ["a", "b"]) + findings(summarise(runs, ["a", "b"]), ["a", "b"],
@@ -175,7 +175,7 @@ def test_one_seed_gets_no_verdict():
 
 
 def test_an_unfinished_study_says_so():
-    from taylorat.reproduce.render import _progress
+    from taylorat.studies.render import _progress
 
     st = studies.load(STUDY)
     assert _progress([{"method": "trades", "seed": s} for s in (0, 1, 2)]
@@ -188,7 +188,7 @@ def test_an_unfinished_study_says_so():
 @pytest.mark.slow
 def test_parallel_runs_give_the_records_of_sequential_ones(tmp_path, capfd):
     """--jobs 2: two runs at once in their own processes, the same numbers as one after the other."""
-    from taylorat.reproduce import runner
+    from taylorat.studies import runner
 
     over = [x for x in TINY if not x.startswith("evaluate.n_aa")] + ["evaluate.attacks=[clean, pgd20]",
                                                                       "evaluate.last=[]", "base.progress=true"]
@@ -236,7 +236,7 @@ def test_study_page_states_the_split_as_prepare_draws_it(holdout, subset, text):
 
     from taylorat.data import prepare
     from taylorat.data import Dataset
-    from taylorat.reproduce.render import render_readme
+    from taylorat.studies.render import render_readme
 
     y = torch.arange(10).repeat(60)
     ds = Dataset(name="toy", train_x=torch.zeros(600, 1, 2, 2, dtype=torch.uint8), train_y=y,
@@ -254,7 +254,7 @@ def test_study_page_states_the_split_as_prepare_draws_it(holdout, subset, text):
 
 def test_study_figure_bands_are_seed_means_and_ranges(tmp_path):
     """The figure's lines are per-epoch means over seeds, its bands the lowest and highest seed."""
-    from taylorat.reproduce.figures import band, lr_drops, plot_curves
+    from taylorat.studies.figures import band, lr_drops, plot_curves
 
     def run(method, test, train, lr):
         return {"method": method, "curves": {"epoch": [1, 2, 3][:len(test)], "track_test_pgd": test,
@@ -279,7 +279,7 @@ def test_study_figure_bands_are_seed_means_and_ranges(tmp_path):
 
 def test_one_seed_shows_its_value_without_a_spread():
     """A method with one seed has no spread: its cells carry the value alone, never a made-up ± 0.00."""
-    from taylorat.reproduce.render import best_vs_last, findings, summarise
+    from taylorat.studies.render import best_vs_last, findings, summarise
 
     runs = [_run("a", 0, 60, 55, 90, 55), _run("a", 1, 62, 55, 92, 55), _run("b", 0, 61, 60, 70, 60)]
     for r, gap in zip(runs, (3.0, 5.0, 4.0)):

@@ -208,7 +208,7 @@ def test_config_file_errors(tmp_path):
 def test_shipped_configs_validate():
     from pathlib import Path
 
-    from taylorat.reproduce import study as studies
+    from taylorat.studies import study as studies
 
     root = Path(__file__).parent.parent / "configs"
     files = sorted(p for p in root.rglob("*.yaml") if "studies" not in p.parts)

@@ -192,7 +192,7 @@ def _run_label(path: str) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .reproduce.demo import run_demo
+    from .studies.demo import run_demo
 
     if args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
@@ -202,8 +202,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from .common import atomic_write_text
-    from .reproduce import runner
-    from .reproduce import study as studies
+    from .studies import runner
+    from .studies import study as studies
 
     if args.list:
         for name, title in studies.list_tables():
@@ -230,7 +230,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"{len(runs)} run configs -> {folder} (train one with: taylorat train --config FILE)")
         return 0
     if args.dry_run:
-        from .reproduce.estimate import hours, measure
+        from .bench.estimate import hours, measure
         from .train.trainer import run_dir_state
 
         todo = []
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     printed with a request to report it."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        from .reproduce.bench import main as bench
+        from .bench.bench import main as bench
 
         return bench(argv[1:], prog="taylorat bench")
     parser = build_parser()

@@ -1,7 +1,7 @@
 """Analysis: input-space loss landscapes, weight-space flatness, and the training cost table.
 
 May import ``taylorat.models``, ``data``, ``checkpoint`` and ``attacks``; never ``train``,
-``reproduce`` or ``cli``.
+``studies``, ``bench`` or ``cli``.
 """
 
 from .cost import cost_table, load_jsonl

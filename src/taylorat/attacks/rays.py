@@ -109,88 +109,102 @@ class RayS(Attack):
 
     @torch.no_grad()
     def _run(self, images: torch.Tensor, labels: torch.Tensor) -> RaySResult:
-        x = images.detach().flatten(1)
-        y = labels.to(images.device)
-        shape, (B, D), dev = images.shape, x.shape, images.device
-        eps, budget = self.eps, self.queries
-        queries = torch.zeros(B, dtype=torch.long, device=dev)
+        search = _Search(self, images, labels)
+        search.try_direction(search.d_best)  # radius of the initial direction, searched in [0, 1]
+        search.hierarchical()
+        return search.result()
 
-        def point(r: torch.Tensor, d: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            """clip(x + r·d) for the rows ``idx``."""
-            return (x[idx] + r[idx].to(x.dtype)[:, None] * d[idx]).clamp_(0, 1)
 
-        def misclassified(r: torch.Tensor, d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            """One query at clip(x + r·d) for each row in ``mask``; rows not queried read False."""
-            out = torch.zeros(B, dtype=torch.bool, device=dev)
-            idx = mask.nonzero().squeeze(1)
-            if idx.numel():
-                pred = self.model(point(r, d, idx).view(-1, *shape[1:])).argmax(1)
-                out[idx] = pred != y[idx]
-                queries[idx] += 1
-            return out
+class _Search:
+    """The per-example state of one RayS run over a batch, flattened to (B, D), and its steps."""
 
-        clean_correct = self.model(images.detach()).argmax(1) == y  # one query each
-        queries += 1
-        dist = torch.where(clean_correct, math.inf, 0.0).to(x.dtype)
-        r_best = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
-        x_best = x.clone()
-        if self.seed is None:
-            d_best = torch.ones_like(x)
+    def __init__(self, attack: RayS, images: torch.Tensor, labels: torch.Tensor):
+        self.attack, self.model = attack, attack.model
+        self.x = x = images.detach().flatten(1)
+        self.y = labels.to(images.device)
+        self.shape, (self.B, self.D), dev = images.shape, x.shape, images.device
+        self.queries = torch.zeros(self.B, dtype=torch.long, device=dev)
+        self.clean_correct = self.model(images.detach()).argmax(1) == self.y  # one query each
+        self.queries += 1
+        self.dist = torch.where(self.clean_correct, math.inf, 0.0).to(x.dtype)
+        self.r_best = torch.full((self.B,), math.inf, dtype=torch.float64, device=dev)
+        self.x_best = x.clone()
+        if attack.seed is None:
+            self.d_best = torch.ones_like(x)
         else:
-            g = torch.Generator().manual_seed(self.seed)
-            d_best = (torch.randint(0, 2, (B, D), generator=g) * 2 - 1).to(device=dev, dtype=x.dtype)
-        done = ~clean_correct | (queries >= budget)
+            g = torch.Generator().manual_seed(attack.seed)
+            self.d_best = (torch.randint(0, 2, (self.B, self.D), generator=g) * 2 - 1).to(device=dev, dtype=x.dtype)
+        self.done = ~self.clean_correct | (self.queries >= attack.queries)
 
-        def try_direction(d: torch.Tensor) -> None:
-            """Fast check of ``d`` at r_best, bisection where it passes, keep it where it is better."""
-            active = ~done & (queries < budget)
-            r_chk = torch.where(torch.isinf(r_best), 1.0, r_best)
-            cand = misclassified(r_chk, d, active)
-            lo, hi = torch.zeros_like(r_chk), r_chk.clone()
-            while True:
-                run = cand & (hi - lo > torch.clamp(self.tol * hi, min=self.atol)) & (queries < budget)
-                if self.early_stop:
-                    run &= hi > eps
-                if not run.any():
-                    break
-                mid = (lo + hi) / 2
-                adv = misclassified(mid, d, run)
-                hi = torch.where(run & adv, mid, hi)
-                lo = torch.where(run & ~adv, mid, lo)
-            idx = (cand & (hi < r_best)).nonzero().squeeze(1)
-            if idx.numel():
-                d_best[idx] = d[idx]
-                r_best[idx] = hi[idx]
-                x_best[idx] = point(hi, d, idx)
-                dist[idx] = (x_best[idx] - x[idx]).abs().amax(1)
+    def point(self, r: torch.Tensor, d: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """clip(x + r·d) for the rows ``idx``."""
+        return (self.x[idx] + r[idx].to(self.x.dtype)[:, None] * d[idx]).clamp_(0, 1)
 
-        try_direction(d_best)  # radius of the initial direction, searched in [0, 1]
+    def misclassified(self, r: torch.Tensor, d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One query at clip(x + r·d) for each row in ``mask``; rows not queried read False."""
+        out = torch.zeros(self.B, dtype=torch.bool, device=self.x.device)
+        idx = mask.nonzero().squeeze(1)
+        if idx.numel():
+            pred = self.model(self.point(r, d, idx).view(-1, *self.shape[1:])).argmax(1)
+            out[idx] = pred != self.y[idx]
+            self.queries[idx] += 1
+        return out
+
+    def try_direction(self, d: torch.Tensor) -> None:
+        """Fast check of ``d`` at r_best, bisection where it passes, keep it where it is better."""
+        a, budget = self.attack, self.attack.queries
+        active = ~self.done & (self.queries < budget)
+        r_chk = torch.where(torch.isinf(self.r_best), 1.0, self.r_best)
+        cand = self.misclassified(r_chk, d, active)
+        lo, hi = torch.zeros_like(r_chk), r_chk.clone()
+        while True:
+            run = cand & (hi - lo > torch.clamp(a.tol * hi, min=a.atol)) & (self.queries < budget)
+            if a.early_stop:
+                run &= hi > a.eps
+            if not run.any():
+                break
+            mid = (lo + hi) / 2
+            adv = self.misclassified(mid, d, run)
+            hi = torch.where(run & adv, mid, hi)
+            lo = torch.where(run & ~adv, mid, lo)
+        idx = (cand & (hi < self.r_best)).nonzero().squeeze(1)
+        if idx.numel():
+            self.d_best[idx] = d[idx]
+            self.r_best[idx] = hi[idx]
+            self.x_best[idx] = self.point(hi, d, idx)
+            self.dist[idx] = (self.x_best[idx] - self.x[idx]).abs().amax(1)
+
+    def hierarchical(self) -> None:
+        """Flip block after block of the best direction (2^s blocks at stage s) until every example is done."""
+        a, budget, D = self.attack, self.attack.queries, self.D
         stage, block = 0, 0
-        bar = tqdm(total=B * budget, desc=f"RayS on {B} images", unit="query", leave=False, dynamic_ncols=True,
-                   disable=not self.progress, mininterval=1.0)
+        bar = tqdm(total=self.B * budget, desc=f"RayS on {self.B} images", unit="query", leave=False,
+                   dynamic_ncols=True, disable=not a.progress, mininterval=1.0)
         spent = 0
         while True:
-            done |= queries >= budget
-            if self.early_stop:
-                done |= clean_correct & (dist <= eps)
-            now = int(torch.where(done, budget, queries).sum()) if self.progress else 0
+            self.done |= self.queries >= budget
+            if a.early_stop:
+                self.done |= self.clean_correct & (self.dist <= a.eps)
+            now = int(torch.where(self.done, budget, self.queries).sum()) if a.progress else 0
             if now > spent:  # finished images count as their whole budget: the bar's end is the attack's end
                 bar.update(now - spent)
                 spent = now
-                bar.set_postfix(robust=f"{100.0 * (clean_correct & (dist > eps)).float().mean().item():.1f}%")
-            if done.all():
+                robust = 100.0 * (self.clean_correct & (self.dist > a.eps)).float().mean().item()
+                bar.set_postfix(robust=f"{robust:.1f}%")
+            if self.done.all():
                 break
             n = min(2**stage, D)
-            a, b = block * D // n, (block + 1) * D // n
-            d = d_best.clone()
-            d[:, a:b].neg_()
-            try_direction(d)
+            lo, hi = block * D // n, (block + 1) * D // n
+            d = self.d_best.clone()
+            d[:, lo:hi].neg_()
+            self.try_direction(d)
             block += 1
             if block == n:
                 block, stage = 0, (0 if n == D else stage + 1)
-
         bar.close()
-        success = clean_correct & (dist <= eps)
-        x_adv = torch.where(success[:, None], x_best, x).view(shape)
-        return RaySResult(x_adv=x_adv, dist=dist, queries=queries, robust=clean_correct & ~success,
-                          clean_correct=clean_correct)
+
+    def result(self) -> RaySResult:
+        success = self.clean_correct & (self.dist <= self.attack.eps)
+        x_adv = torch.where(success[:, None], self.x_best, self.x).view(self.shape)
+        return RaySResult(x_adv=x_adv, dist=self.dist, queries=self.queries, robust=self.clean_correct & ~success,
+                          clean_correct=self.clean_correct)

@@ -10,9 +10,15 @@
 * ``rays``: the RayS hard-label attack, and ADBD, the average ℓ∞ distance to the decision
   boundary it finds (paper Table 7);
 * ``sweep``: PGD-20 at ε × {0.5, 1, 2, 4} and at the whole [0,1] box, a gradient-masking check.
+
+``ATTACK_OPTIONS`` holds what a study's evaluation knows of an attack besides running it on its
+``n`` test images (a subset of them, its own options, extra numbers; :func:`attack_options`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +30,7 @@ from .transfer import transfer_examples
 
 SWEEP = (0.5, 1.0, 2.0, 4.0)
 AA_GAP_POINTS = 4.0  # PGD-20 more than this above AutoAttack is flagged
+RAYS_QUERIES = 10_000  # RayS' query budget per image unless told otherwise
 
 
 def _beats_pgd(name: str, what: str):
@@ -96,7 +103,7 @@ register_alias("transfer", ("transfer_pgd20", "transfer_cw20"))
 @register_attack("rays", label="RayS", norms=("linf",), flags=_beats_pgd("rays", "hard-label RayS"),
                  help="RayS hard-label attack (--rays-queries) and ADBD, the mean l_inf distance to the boundary")
 def rays(ctx: EvalContext) -> AttackResult:
-    attack = RayS(ctx.model, eps=ctx.eps, queries=ctx.options.get("rays_queries", 10_000), early_stop=False,
+    attack = RayS(ctx.model, eps=ctx.eps, queries=ctx.options.get("rays_queries", RAYS_QUERIES), early_stop=False,
                   seed=ctx.seed, progress=ctx.progress)
     r = attack.run(ctx.images(), ctx.y.to(ctx.device))
     d = r.dist[r.clean_correct]
@@ -133,3 +140,47 @@ def sweep(ctx: EvalContext) -> AttackResult:
     settings = {"name": "pgd", "steps": 20, "eps": ctx.eps, "eps_curve": [c["eps"] for c in curve],
                 "step": "max(eps/10, step)", "seed": ctx.seed}
     return AttackResult(None, settings, {"sweep": curve})
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """What a study's evaluation knows of an attack besides running it on the first ``n`` test images.
+
+    ``subset``: the study ``evaluate`` key, and the key of a run's record, holding on how many of the
+    first ``n`` images the attack runs (None: all ``n``). With ``subset_always`` that count defaults to
+    ``n`` when the study is loaded, must lie in [0, n] (0: the attack does not run) and is part of every
+    evaluation's settings (0 when the attack is not asked for); without, an unset or 0 count means ``n``
+    and is recorded only when the attack runs. ``options``: :func:`~taylorat.evaluate.evaluate` keywords
+    with their defaults, set under a study's ``evaluate`` and recorded when the attack runs. ``record``:
+    record key -> ``EvalResult.extra`` key, copied into a run's record; ``metrics``: those of them that are
+    numbers a study reports besides accuracies, with their column titles. ``same_images``: attacks also
+    scored on exactly this attack's images (``{attack}_on_{name}_images``), for an honest gap.
+    ``column``: shown as a column of a study page that does not list its columns.
+    """
+
+    subset: str | None = None
+    subset_always: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)
+    same_images: tuple[str, ...] = ()
+    column: bool = True
+
+
+ATTACK_OPTIONS: dict[str, AttackOptions] = {
+    "aa": AttackOptions(subset="n_aa", subset_always=True, record={"aa_per_attack": "aa_per_attack"},
+                        same_images=("pgd20", "clean")),
+    "transfer": AttackOptions(column=False),
+    "rays": AttackOptions(subset="n_rays", options={"rays_queries": RAYS_QUERIES}, record={"adbd": "rays_adbd"},
+                          metrics={"adbd": "ADBD"}, column=False),
+}
+
+
+def attack_options(name: str) -> AttackOptions:
+    """An attack's (or alias') study options; the defaults for one that has none."""
+    return ATTACK_OPTIONS.get(name, AttackOptions())
+
+
+def attack_metrics() -> dict[str, str]:
+    """Numbers besides accuracies that a study row can report (RayS' ADBD), with their column titles."""
+    return {k: title for o in ATTACK_OPTIONS.values() for k, title in o.metrics.items()}

@@ -108,7 +108,7 @@ def evaluate(
     surrogate: nn.Module | None = None,
     surrogate_id: str = "",
     cache_dir: str | Path | None = None,
-    rays_queries: int = 10_000,
+    rays_queries: int = builtin.RAYS_QUERIES,
     progress: bool = True,
     eot: int | None = None,
     **options: Any,
@@ -126,21 +126,9 @@ def evaluate(
     the model disagree, with a note in the report.
     """
     names = expand(attacks)
-    if norm not in REFERENCE_EPS:
-        raise InputError(f"unknown norm {norm!r}; use linf or l2")
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
     options = {"surrogate": surrogate, "surrogate_id": surrogate_id, "cache_dir": cache_dir,
                "rays_queries": rays_queries, **options}
-    for name in names:
-        spec = get_attack(name)
-        if norm not in spec.norms:
-            raise InputError(f"{name} supports {', '.join(spec.norms)} only; use --norm {spec.norms[0]}")
-        for need in spec.needs:
-            if options.get(need) is None:
-                raise InputError(f"the {name} attack needs a {need} model (--{need} CHECKPOINT)")
-    for name in eps_by_attack or {}:
-        get_attack(name)
+    _check_request(names, norm, precision, options, eps_by_attack)
     device = next(model.parameters()).device
     batch_size = batch_size or (500 if device.type == "cuda" else 256)
     x, y, subset = as_tensors(data, n)
@@ -154,37 +142,68 @@ def evaluate(
     if eot is not None and (isinstance(eot, bool) or not isinstance(eot, int) or eot < 1):
         raise InputError(f"eot must be an integer >= 1, got {eot!r}")
     try:
-        randomized = not is_deterministic(model, x[: min(len(x), 16)].to(device))
-        if randomized:
-            res.warnings.append("two forward passes gave different logits: the model is randomized; its accuracy "
-                                "varies between runs and gradient-based attacks may be masked")
-        chosen = "given"
-        if eot is None:
-            eot, chosen = (EOT_DRAWS, "automatically: the model is randomized") if randomized else (1, "default")
-            if randomized:
-                res.warnings.append(f"randomized model: PGD/CW average each gradient over {EOT_DRAWS} draws (EOT) and "
-                                    "AutoAttack runs its 'rand' version (APGD-CE, APGD-DLR with EOT); set eot=1 "
-                                    "(--eot 1) to turn this off")
-        res.settings["eot"] = {"draws": eot, "chosen": chosen}
+        eot = _choose_eot(model, x[: min(len(x), 16)].to(device), eot, res)
         for name in names:
             t = time.time()
             e = attack_eps(name, norm, eps, eps_by_attack)
             st = step if step is not None else (REFERENCE_STEP[norm] if e == REFERENCE_EPS[norm] else e / 10)
-            ctx = EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options, eot)
-            out = get_attack(name).fn(ctx)
-            settings = {**out.settings, "eps": out.settings.get("eps", e)}
-            res.settings[name] = settings
-            if out.correct is not None:
-                res.correct[name] = out.correct.cpu()
-                res.results[name] = 100.0 * out.correct.float().mean().item()
-                res.eps[name] = settings["eps"]
-            res.extra.update(out.extra)
-            res.warnings += out.warnings
+            _run_attack(name, EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options, eot),
+                        res)
             res.seconds[name] = time.time() - t
     finally:
         model.train(was_training)
     res.flags = masking_flags(res)
     return res
+
+
+def _check_request(names: list[str], norm: str, precision: str, options: dict[str, Any],
+                   eps_by_attack: dict[str, float] | None) -> None:
+    """Refuse an unknown norm or precision, an attack that does not support ``norm`` or lacks a model it
+    needs (``surrogate``), and a radius for an attack that does not exist."""
+    if norm not in REFERENCE_EPS:
+        raise InputError(f"unknown norm {norm!r}; use linf or l2")
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
+    for name in names:
+        spec = get_attack(name)
+        if norm not in spec.norms:
+            raise InputError(f"{name} supports {', '.join(spec.norms)} only; use --norm {spec.norms[0]}")
+        for need in spec.needs:
+            if options.get(need) is None:
+                raise InputError(f"the {name} attack needs a {need} model (--{need} CHECKPOINT)")
+    for name in eps_by_attack or {}:
+        get_attack(name)
+
+
+def _choose_eot(model: nn.Module, x: torch.Tensor, eot: int | None, res: EvalResult) -> int:
+    """The draws per gradient: ``eot`` when given, else ``EOT_DRAWS`` for a model whose two forward passes on
+    ``x`` disagree (randomized) and 1 otherwise; recorded in ``res`` with a warning for a randomized model."""
+    randomized = not is_deterministic(model, x)
+    if randomized:
+        res.warnings.append("two forward passes gave different logits: the model is randomized; its accuracy "
+                            "varies between runs and gradient-based attacks may be masked")
+    chosen = "given"
+    if eot is None:
+        eot, chosen = (EOT_DRAWS, "automatically: the model is randomized") if randomized else (1, "default")
+        if randomized:
+            res.warnings.append(f"randomized model: PGD/CW average each gradient over {EOT_DRAWS} draws (EOT) and "
+                                "AutoAttack runs its 'rand' version (APGD-CE, APGD-DLR with EOT); set eot=1 "
+                                "(--eot 1) to turn this off")
+    res.settings["eot"] = {"draws": eot, "chosen": chosen}
+    return eot
+
+
+def _run_attack(name: str, ctx: EvalContext, res: EvalResult) -> None:
+    """Run one registered attack and add its accuracy, settings, radius, extra numbers and warnings to ``res``."""
+    out = get_attack(name).fn(ctx)
+    settings = {**out.settings, "eps": out.settings.get("eps", ctx.eps)}
+    res.settings[name] = settings
+    if out.correct is not None:
+        res.correct[name] = out.correct.cpu()
+        res.results[name] = 100.0 * out.correct.float().mean().item()
+        res.eps[name] = settings["eps"]
+    res.extra.update(out.extra)
+    res.warnings += out.warnings
 
 
 def masking_flags(res: EvalResult) -> list[str]:

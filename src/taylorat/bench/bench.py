@@ -14,7 +14,8 @@ memory, ratios to TRADES and, with ``--defaults``, to what ``taylorat train`` ru
     taylorat bench --device cuda --models preact_resnet18,wrn_34_10 --precision bf16 --channels-last
     taylorat bench --device cpu --quick --profile 2      # + where each case's step spends its time
 
-(``python benchmarks/step_time.py ...`` is the same program.)
+(``python benchmarks/step_time.py ...`` is the same program.) :func:`add_arguments` puts these options on
+any parser and :func:`run` runs what the parsed options ask for.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -143,8 +145,16 @@ def peak_mib(step, device: torch.device, start: int, own_bytes: int) -> float | 
     return (own_bytes + torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+def _profile_steps(text: str) -> int:
+    """``--profile N``: a number of steps, 0 for none."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"takes a number of steps to profile (0 = none), got {text}")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``taylorat bench`` (and ``benchmarks/step_time.py``) on ``parser``."""
+    p = parser
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="small sizes for CI (small_cnn, batch 32, few rounds)")
     p.add_argument("--models", help="comma-separated (default: small_cnn with --quick, else preact_resnet18,wrn_34_10)")
@@ -170,94 +180,157 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                    help="also time one whole epoch (data pipeline, training, per-epoch PGD-20 check) per case")
     p.add_argument("--epoch-steps", type=int, help="steps in that epoch (default 391; 20 with --quick)")
     p.add_argument("--check-images", type=int, help="images in the per-epoch PGD-20 check (default 1000; 64 quick)")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
+    p.add_argument("--profile", type=_profile_steps, default=0, metavar="N",
                    help="after timing, profile N steps of each case (torch.profiler): ATen calls and kernel "
                         "launches per step and the operators with the most self time")
     p.add_argument("--table6", action="store_true",
                    help="also the paper's Table 6 layout: minutes per CIFAR-10 epoch (391 steps of batch 128, from "
                         "ms/iter) and peak memory, with the ratios to TRADES")
-    args = p.parse_args(argv)
-    if args.profile < 0:
-        p.error(f"--profile takes a number of steps to profile (0 = none), got {args.profile}")
 
+
+@dataclass
+class Plan:
+    """What one bench run times, with the ``--quick`` or full defaults filled in."""
+
+    device: torch.device
+    device_name: str
+    models: list[str]
+    methods: list[str]  # trades first when it was not asked for: the ratios need it
+    precisions: list[str]
+    batch: int
+    warmup: int
+    iters: int
+    rounds: int
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """The cases and sizes ``args`` ask for."""
     device = resolve_device(args.device)
     quick = args.quick
-    model_names = (args.models or ("small_cnn" if quick else "preact_resnet18,wrn_34_10")).split(",")
     methods = args.methods.split(",")
     if "trades" not in methods:
         methods = ["trades", *methods]
-    precisions = args.precision.split(",")
-    batch = args.batch or (32 if quick else 128)
-    warmup = args.warmup if args.warmup is not None else (2 if quick else 10)
-    iters = args.iters or (2 if quick else 10)
-    rounds = args.rounds or (15 if quick else 5)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu ({torch.get_num_threads()} threads)")
+    return Plan(device=device, device_name=name,
+                models=(args.models or ("small_cnn" if quick else "preact_resnet18,wrn_34_10")).split(","),
+                methods=methods, precisions=args.precision.split(","), batch=args.batch or (32 if quick else 128),
+                warmup=args.warmup if args.warmup is not None else (2 if quick else 10),
+                iters=args.iters or (2 if quick else 10), rounds=args.rounds or (15 if quick else 5))
 
-    rows, ratio_report = [], []
+
+def variants(args: argparse.Namespace, model_name: str, device: torch.device) -> tuple[list[tuple], str]:
+    """``[(variant, channels_last, cudnn_benchmark), ...]`` of one model, and what ``channels_last=auto`` chose."""
+    channels, size = SHAPES.get(model_name, SHAPES["default"])
+    with torch.device("meta"):
+        meta_model = models.create(model_name, num_classes=10, in_channels=channels, image_size=size)
+    auto, why = resolve_channels_last("auto", meta_model, device)
+    if args.defaults:
+        layouts = [("defaults", auto), ("channels_last on", True), ("channels_last off", False)]
+    else:
+        layouts = [("channels_last on", True)] if args.channels_last else [("defaults", auto)]
+    out = [(v, cl, False) for v, cl in layouts]
+    if args.cudnn_benchmark:
+        out += [(f"{v} + cudnn.benchmark", cl, True) for v, cl, _ in out]
+    return out, f"{'on' if auto else 'off'} ({why})"
+
+
+@dataclass
+class Cases:
+    """The cases of one model at one precision, keyed by (variant, method)."""
+
+    model: str
+    precision: str
+    variants: list[tuple]  # (variant, channels_last, cudnn_benchmark)
+    auto: str  # what channels_last=auto chose, and why
+    steps: dict = field(default_factory=dict)  # the warmed-up step function
+    own: dict = field(default_factory=dict)  # device bytes the case holds between steps
+    times: dict = field(default_factory=dict)  # ms/iter in each round
+
+
+def build_cases(args: argparse.Namespace, pl: Plan, model_name: str, precision: str) -> Cases:
+    """Each (variant, method)'s step, warmed up, and the device memory it holds between steps."""
+    cs = Cases(model_name, precision, *variants(args, model_name, pl.device))
+    for v, cl, cb in cs.variants:
+        for m in pl.methods:
+            before = allocated(pl.device)
+            cs.steps[v, m] = step = make_case(model_name, m, precision, pl.device, pl.batch, cl, args.compile,
+                                              args.steps, cudnn_benchmark=cb)
+            for i in range(max(pl.warmup, 1)):  # the first step allocates the optimizer's momentum
+                step(i)
+            cs.own[v, m] = allocated(pl.device) - before
+    return cs
+
+
+def time_rounds(cs: Cases, pl: Plan) -> None:
+    """ms/iter of each case in every round; interleaved, so drift of a shared machine hits every case alike."""
+    cs.times = {k: [] for k in cs.steps}
+    for r in range(pl.rounds):
+        for k, step in cs.steps.items():
+            cs.times[k].append(timed(step, pl.iters, pl.device, pl.warmup + r * pl.iters))
+
+
+def _median_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of ``a / b`` measured in the same round."""
+    return round(statistics.median([x / y for x, y in zip(a, b)]), 4)
+
+
+def case_row(args: argparse.Namespace, pl: Plan, cs: Cases, key: tuple[str, str]) -> dict:
+    """One case's JSON row: its timing, peak memory, ratios, and the profile / timed epoch when asked."""
+    variant, m = key
+    times = cs.times
+    t = times[key]
+    cl, cb = next((cl, cb) for v, cl, cb in cs.variants if v == variant)
+    ms = statistics.median(t)
+    row = {"model": cs.model, "method": m, "precision": cs.precision, "variant": variant,
+           "channels_last": cl, "device": pl.device_name, "batch_size": pl.batch, "attack_steps": args.steps,
+           "compile": args.compile, "cudnn_benchmark": cb, "ms_per_iter": round(ms, 3),
+           "peak_mib": peak_mib(cs.steps[key], pl.device, 0, cs.own[key]),
+           "rounds": pl.rounds, "iters_per_round": pl.iters, "torch": torch.__version__,
+           "channels_last_auto": cs.auto}
+    if m != "trades":
+        row["time_ratio_to_trades"] = _median_ratio(t, times[variant, "trades"])
+    if variant != "defaults" and ("defaults", m) in times:
+        row["time_ratio_to_defaults"] = _median_ratio(t, times["defaults", m])
+    if cb:
+        off = variant.removesuffix(" + cudnn.benchmark")
+        row["time_ratio_to_cudnn_benchmark_off"] = _median_ratio(t, times[off, m])
+    if args.profile:  # auxiliary: a profiler that fails on this machine leaves the timings standing
+        try:
+            row["profile"] = profile_steps(cs.steps[key], pl.device, 0, args.profile)
+        except RuntimeError as e:
+            row["profile"] = {"error": f"{type(e).__name__}: {e}"}
+    if args.epoch:
+        row.update(epoch_time(cs.model, m, cs.precision, args, pl.batch,
+                              args.epoch_steps or (20 if args.quick else 391),
+                              args.check_images or (64 if args.quick else 1000), ms, cl))
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time every case ``args`` ask for, print the tables; 1 when a Taylor overhead exceeds ``--max-overhead``."""
+    pl = plan(args)
+    rows = []
     cudnn_before = torch.backends.cudnn.benchmark
-    for model_name in model_names:
-        channels, size = SHAPES.get(model_name, SHAPES["default"])
-        with torch.device("meta"):
-            meta_model = models.create(model_name, num_classes=10, in_channels=channels, image_size=size)
-        auto, why = resolve_channels_last("auto", meta_model, device)
-        if args.defaults:
-            variants = [("defaults", auto), ("channels_last on", True), ("channels_last off", False)]
-        else:
-            variants = [("channels_last on", True)] if args.channels_last else [("defaults", auto)]
-        variants = [(v, cl, False) for v, cl in variants]
-        if args.cudnn_benchmark:
-            variants += [(f"{v} + cudnn.benchmark", cl, True) for v, cl, _ in variants]
-        for precision in precisions:
-            cases, own = {}, {}
-            for v, cl, cb in variants:
-                for m in methods:
-                    before = allocated(device)
-                    cases[v, m] = step = make_case(model_name, m, precision, device, batch, cl, args.compile,
-                                                   args.steps, cudnn_benchmark=cb)
-                    for i in range(max(warmup, 1)):  # the first step allocates the optimizer's momentum
-                        step(i)
-                    own[v, m] = allocated(device) - before
-            times: dict = {k: [] for k in cases}
-            for r in range(rounds):  # interleaved: drift of a shared machine hits every case alike
-                for k, step in cases.items():
-                    times[k].append(timed(step, iters, device, warmup + r * iters))
-            for (variant, m), t in times.items():
-                cl, cb = next((cl, cb) for v, cl, cb in variants if v == variant)
-                ms = statistics.median(t)
-                row = {"model": model_name, "method": m, "precision": precision, "variant": variant,
-                       "channels_last": cl, "device": device_name, "batch_size": batch, "attack_steps": args.steps,
-                       "compile": args.compile, "cudnn_benchmark": cb, "ms_per_iter": round(ms, 3),
-                       "peak_mib": peak_mib(cases[variant, m], device, 0, own[variant, m]),
-                       "rounds": rounds, "iters_per_round": iters, "torch": torch.__version__,
-                       "channels_last_auto": f"{'on' if auto else 'off'} ({why})"}
-                if m != "trades":
-                    ratios = [a / b for a, b in zip(t, times[variant, "trades"])]
-                    row["time_ratio_to_trades"] = round(statistics.median(ratios), 4)
-                    ratio_report.append((model_name, precision, variant, m, row["time_ratio_to_trades"]))
-                if variant != "defaults" and (("defaults", m) in times):
-                    row["time_ratio_to_defaults"] = round(statistics.median(
-                        [a / b for a, b in zip(t, times["defaults", m])]), 4)
-                base = variant.removesuffix(" + cudnn.benchmark")
-                if cb:
-                    row["time_ratio_to_cudnn_benchmark_off"] = round(statistics.median(
-                        [a / b for a, b in zip(t, times[base, m])]), 4)
-                if args.profile:  # auxiliary: a profiler that fails on this machine leaves the timings standing
-                    try:
-                        row["profile"] = profile_steps(cases[variant, m], device, 0, args.profile)
-                    except RuntimeError as e:
-                        row["profile"] = {"error": f"{type(e).__name__}: {e}"}
-                if args.epoch:
-                    row.update(epoch_time(model_name, m, precision, args, batch,
-                                          args.epoch_steps or (20 if quick else 391),
-                                          args.check_images or (64 if quick else 1000), ms, cl))
+    for model_name in pl.models:
+        for precision in pl.precisions:
+            cs = build_cases(args, pl, model_name, precision)
+            time_rounds(cs, pl)
+            for key in cs.times:
+                row = case_row(args, pl, cs, key)
                 rows.append(row)
                 if args.json:
                     print(json.dumps(row), flush=True)
                 if args.out:  # row by row: a later case that crashes or times out keeps the finished ones
                     with open(args.out, "a") as f:
                         f.write(json.dumps(row) + "\n")
-            del cases
+            del cs
             torch.backends.cudnn.benchmark = cudnn_before
+    return report(args, pl, rows)
+
+
+def report(args: argparse.Namespace, pl: Plan, rows: list[dict]) -> int:
+    """Print the tables and the Taylor overheads; 1 when one exceeds ``--max-overhead``."""
     print(table(rows))
     if args.profile:
         print(profile_table(rows))
@@ -265,21 +338,31 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(cost_table([{**r, "iters_per_epoch": 391} for r in rows]))
         print("Table 6 layout: time per CIFAR-10 epoch = ms/iter x 391 steps (the steps alone; --epoch times a "
               "real one with its data pipeline and per-epoch check)\n")
-    print(f"device: {device_name}; batch {batch}; K={args.steps}; median of {rounds} interleaved rounds of {iters} "
-          f"iterations; channels_last auto -> " + "; ".join(sorted({f"{r['model']}: {r['channels_last_auto']}"
-                                                                    for r in rows})))
+    print(f"device: {pl.device_name}; batch {pl.batch}; K={args.steps}; median of {pl.rounds} interleaved rounds of "
+          f"{pl.iters} iterations; channels_last auto -> "
+          + "; ".join(sorted({f"{r['model']}: {r['channels_last_auto']}" for r in rows})))
     for r in rows:
         if "epoch_s" in r:
             print(f"timed epoch {r['model']} {r['method']} {r['precision']} {r['variant']}: {r['epoch_steps']} steps "
                   f"+ PGD-20 check on {r['epoch_check_images']} images = {r['epoch_s']:.2f} s "
                   f"({r['epoch_vs_steps']:.2f} x steps x step time)")
     failed = False
-    for model_name, precision, variant, m, ratio in ratio_report:
+    for r in rows:
+        if "time_ratio_to_trades" not in r:
+            continue
+        ratio = r["time_ratio_to_trades"]
         ok = args.max_overhead is None or ratio <= args.max_overhead
         failed |= not ok
-        print(f"Taylor overhead {model_name} {precision} {variant} {m} / trades = {ratio:.3f}"
+        print(f"Taylor overhead {r['model']} {r['precision']} {r['variant']} {r['method']} / trades = {ratio:.3f}"
               + ("" if args.max_overhead is None else f" (limit {args.max_overhead}: {'ok' if ok else 'EXCEEDED'})"))
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``taylorat bench ARGS``: parse ``argv`` and run."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 def table(rows: list[dict]) -> str:

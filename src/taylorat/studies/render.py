@@ -2,26 +2,24 @@
 
 Every number and every sentence comes from ``results.json``. A difference between two methods
 counts as *inside the seed spread* when ``|Δ mean| <= std_a + std_b`` (sample standard
-deviations over seeds): with three seeds nothing finer can be claimed.
+deviations over seeds; :mod:`taylorat.studies.spread`): with three seeds nothing finer can be claimed.
 """
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from ..evaluate import labels
+from ..evaluate.builtin import attack_metrics
 from .figures import has_curves
+from .spread import MeanStd, seed_spread, seed_stats, within_spread
 from .study import pretty_label
 
 
 def metric_names() -> tuple[tuple[str, str], ...]:
-    """(key, column title) of every number a study row can hold: the registered attacks, then ADBD."""
-    return tuple(labels().items()) + (("adbd", "ADBD"),)
-
-
-def _stats(vals: list[float]) -> tuple[float, float]:
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    """(key, column title) of every number a study row can hold: the registered attacks, then their other
+    numbers (ADBD)."""
+    return tuple(labels().items()) + tuple(attack_metrics().items())
 
 
 def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Any]]:
@@ -36,9 +34,15 @@ def summarise(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[s
             vals = ([r["pgd20_on_aa_images"] - r["aa"] for r in rs if "aa" in r and "pgd20_on_aa_images" in r]
                     if key == "gap" else [r[key] for r in rs if isinstance(r.get(key), (int, float))])
             if vals:
-                entry[key] = {"mean": _stats(vals)[0], "std": _stats(vals)[1], "values": vals}
+                mean, std = seed_stats(vals)
+                entry[key] = {"mean": mean, "std": std, "values": vals}
         out[label] = entry
     return out
+
+
+def _mean_std(s: dict[str, Any]) -> MeanStd:
+    """A summary entry's ``(mean, std)``."""
+    return s["mean"], s["std"]
 
 
 def _one_seed(s: dict[str, Any]) -> bool:
@@ -54,7 +58,8 @@ def _pm(s: dict[str, Any] | None) -> str:
 
 
 def _pm_values(vals: list[float]) -> str:
-    return _pm({"mean": _stats(vals)[0], "std": _stats(vals)[1], "values": vals})
+    mean, std = seed_stats(vals)
+    return _pm({"mean": mean, "std": std, "values": vals})
 
 
 def render_readme(results: dict[str, Any], study: Any) -> str:
@@ -90,7 +95,8 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
               f"- ran on: {_env(results)}", ""]
     gap = any("gap" in s for s in summary.values())
     lines += ["## Results: mean ± std over seeds (accuracy %)", "",
-              "| method | seeds | " + " | ".join(n for _, n in present) + (" | PGD-20 − AA (same images) |" if gap else " |"),
+              "| method | seeds | " + " | ".join(n for _, n in present)
+              + (" | PGD-20 − AA (same images) |" if gap else " |"),
               "| --- | --- | " + " | ".join("---" for _ in present) + (" | --- |" if gap else " |")]
     for label, s in summary.items():
         lines.append(f"| {label} | {len(s['seeds'])} | " + " | ".join(_pm(s.get(k)) for k, _ in present)
@@ -113,7 +119,8 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     for r in runs:
         lines.append(f"| {r['method']} | {r['seed']} | "
                      + " | ".join(f"{r[k]:.2f}" if k in r else "–" for k, _ in present)
-                     + f" | {r.get('best_epoch', '–')} | {r.get('train_seconds', 0):.0f} | {r.get('eval_seconds', 0):.0f} |")
+                     + f" | {r.get('best_epoch', '–')} | {r.get('train_seconds', 0):.0f} | "
+                     f"{r.get('eval_seconds', 0):.0f} |")
     lines += ["", "## What the numbers show", ""]
     lines += findings(summary, labels, present, runs)
     lines += ["", "A difference is *inside the seed spread* when |Δ mean| ≤ std(a) + std(b). Rendered by "
@@ -200,16 +207,17 @@ def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
             for label, g in table.items():
                 if label == base or base not in table:
                     continue
-                (ma, sa), (mb, sb) = _stats(table[base]), _stats(g)
+                a, b = seed_stats(table[base]), seed_stats(g)
+                delta = b[0] - a[0]
                 if min(len(table[base]), len(g)) < 2:
-                    lines.append(f"- {name} of `{label}` vs `{base}`: {mb - ma:+.2f} points (one seed: no spread "
+                    lines.append(f"- {name} of `{label}` vs `{base}`: {delta:+.2f} points (one seed: no spread "
                                  "to judge it against).")
                     continue
-                inside = abs(mb - ma) <= sa + sb
-                verdict = (("less" if mb < ma else "more") if word == "overfits"
-                           else ("better (a smaller gap)" if mb < ma else "worse (a larger gap)"))
-                lines.append(f"- {name} of `{label}` vs `{base}`: {mb - ma:+.2f} points "
-                             f"({'inside' if inside else 'outside'} the seed spread ±{sa + sb:.2f})"
+                inside = within_spread(a, b)
+                verdict = (("less" if delta < 0 else "more") if word == "overfits"
+                           else ("better (a smaller gap)" if delta < 0 else "worse (a larger gap)"))
+                lines.append(f"- {name} of `{label}` vs `{base}`: {delta:+.2f} points "
+                             f"({'inside' if inside else 'outside'} the seed spread ±{seed_spread(a, b):.2f})"
                              + ("" if inside else f": `{label}` {word} {verdict} than `{base}`") + ".")
     return lines
 
@@ -263,10 +271,10 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
             a, b = summary[base].get(k), summary[other].get(k)
             if a is None or b is None:
                 continue
-            delta, spread = b["mean"] - a["mean"], a["std"] + b["std"]
-            inside = abs(delta) <= spread
+            a, b = _mean_std(a), _mean_std(b)
+            delta, inside = b[0] - a[0], within_spread(a, b)
             parts.append(f"{name} {delta:+.2f}" + ("" if single else
-                         f" ({'inside' if inside else 'outside'} the seed spread ±{spread:.2f})"))
+                         f" ({'inside' if inside else 'outside'} the seed spread ±{seed_spread(a, b):.2f})"))
             if not inside:
                 outside.append((name, delta))
         out.append(f"- `{other}` vs `{base}`: " + "; ".join(parts)
@@ -300,7 +308,8 @@ def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str
 
 
 def _num(v: float, key: str) -> str:
-    return f"{v:.4f}" if key == "adbd" else f"{v:.2f}"
+    """Accuracies with 2 decimals, the attacks' other numbers (ADBD, a distance in [0,1]) with 4."""
+    return f"{v:.4f}" if key in attack_metrics() else f"{v:.2f}"
 
 
 def render_table(results: dict[str, Any], study: Any) -> str:
@@ -330,7 +339,7 @@ def render_table(results: dict[str, Any], study: Any) -> str:
                 continue
             cell = (f"**{_num(ours['mean'], c)}**" if _one_seed(ours)
                     else f"**{_num(ours['mean'], c)} ± {_num(ours['std'], c)}**")
-            if c in base and abs(ours["mean"] - base[c]["mean"]) <= ours["std"] + base[c]["std"]:
+            if c in base and within_spread(_mean_std(base[c]), _mean_std(ours)):
                 cell += " ≈"
             cell += f" / {_num(p, c)} ({ours['mean'] - p:+.2f})" if p is not None else " / –"
             cells.append(cell)
@@ -347,10 +356,11 @@ def render_table(results: dict[str, Any], study: Any) -> str:
                 + f" | {r.get('notes', '')} |")
     base_cfg = results["config"]["resolved"]
     e = base_cfg["eval"]
+    chose = " — the paper chose on test images" if e["select_on"] == "holdout" else ""
     lines += ["", "## How these numbers were produced", "",
               f"- training: {base_cfg['optim']['epochs']} epochs (paper: 200), seeds "
               f"{', '.join(str(s) for s in study.seeds)}; `best` checkpoint = highest PGD-{e['steps']} accuracy on "
-              f"the {e['select_on']} split ({e['n']} images){' — the paper chose on test images' if e['select_on'] == 'holdout' else ''}",
+              f"the {e['select_on']} split ({e['n']} images){chose}",
               f"- evaluation on the first {study.evaluate.n} test images"
               + (f" (AutoAttack on the first {study.evaluate.n_aa})" if "aa" in study.evaluate.attacks else "")
               + f"; attacks: {', '.join(study.evaluate.attacks)}",

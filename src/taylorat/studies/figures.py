@@ -68,7 +68,8 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
                 continue
             color = colors[i % len(colors)]
             seeds = b["seeds"]
-            ax.plot(b["epoch"], b["mean"], color=color, lw=1.5, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+            ax.plot(b["epoch"], b["mean"], color=color, lw=1.5,
+                    label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
             if seeds > 1:
                 ax.fill_between(b["epoch"], b["lo"], b["hi"], color=color, alpha=0.15, lw=0)
         for e in drops:

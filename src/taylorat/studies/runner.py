@@ -3,8 +3,9 @@
 For each (method, seed) the runner trains the run (``resume=True``: finished runs are skipped,
 interrupted ones continue from their last checkpoint), evaluates its ``best`` checkpoint (the
 best PGD-20 on the run's selection split) on the first ``n`` test images — clean, PGD-20,
-CW-20 on all of them, AutoAttack on the first ``n_aa`` — and stores ``eval.json`` beside the
-checkpoint (reused when its settings match). ``results.json`` and ``README.md`` are then
+CW-20 on all of them, AutoAttack on the first ``n_aa``, each attack on the subset and with the
+options that ``taylorat.evaluate.builtin.ATTACK_OPTIONS`` gives it — and stores ``eval.json``
+beside the checkpoint (reused when its settings match). ``results.json`` and ``README.md`` are then
 rendered from those files alone.
 
 ``jobs > 1`` trains and evaluates that many runs at once, each in its own process with its
@@ -30,12 +31,13 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from ..common import atomic_write_text, resolve_device
 from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
+from ..evaluate.builtin import ATTACK_OPTIONS, attack_options
 from ..train import train
 from ..train.logs import format_event
 from .figures import has_curves, plot_curves
 from .flatness_of_last import flatness_of_last, flatness_settings
 from .render import render_readme
-from .study import RunSpec, Study, metrics, slug
+from .study import EvalSpec, RunSpec, Study, metrics, slug
 
 
 def _eval_settings(study: Study, run: RunSpec) -> dict[str, Any]:
@@ -46,17 +48,31 @@ def _eval_settings(study: Study, run: RunSpec) -> dict[str, Any]:
     eps = e.eps if e.eps is not None else eps_from_run(norm, cfg.eval.eps)
     step = e.step if e.step is not None else (cfg.eval.step if norm == cfg.attack.norm else None)
     rows = [a for a in expand(e.attacks) if get_attack(a).row]
-    out = {"n": e.n, "n_aa": e.n_aa if "aa" in e.attacks else 0, "attacks": e.attacks,
+    always, asked = _attack_settings(e)
+    out = {"n": e.n, **always, "attacks": e.attacks,
            "eps": attack_eps("pgd20", norm, eps, e.attack_eps), "step": step,
            "norm": norm, "seed": e.seed, "checkpoint": "best",
-           "attack_eps": {a: attack_eps(a, norm, eps, e.attack_eps) for a in rows if a != "clean"}}
-    if "rays" in e.attacks:
-        out.update(rays_queries=e.rays_queries, n_rays=e.n_rays or e.n)
+           "attack_eps": {a: attack_eps(a, norm, eps, e.attack_eps) for a in rows if a != "clean"}, **asked}
     if "transfer" in e.attacks and run.surrogate:
         out["surrogate"] = run.surrogate
     if e.last:
         out["last"] = list(e.last)
     return out
+
+
+def _attack_settings(e: EvalSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attacks' own settings (``ATTACK_OPTIONS``): the counts every evaluation records (``n_aa``, 0 when
+    that attack is not asked for), and the options and counts of the attacks asked for (``rays_queries``,
+    ``n_rays``; an unset count is ``n``)."""
+    always, asked = {}, {}
+    for name, o in ATTACK_OPTIONS.items():
+        if o.subset_always:
+            always[o.subset] = getattr(e, o.subset) if name in e.attacks else 0
+        if name in e.attacks:
+            asked.update({k: getattr(e, k) for k in o.options})
+            if o.subset and not o.subset_always:
+                asked[o.subset] = getattr(e, o.subset) or e.n
+    return always, asked
 
 
 def _same_settings(prev: dict[str, Any], now: dict[str, Any]) -> bool:
@@ -77,12 +93,11 @@ def _best(run: RunSpec, device) -> tuple[Any, dict[str, Any]]:
 
 
 def _subset_sizes(settings: dict[str, Any]) -> dict[str, int]:
-    """How many test images each attack sees: ``n``, AutoAttack ``n_aa``, RayS ``n_rays``."""
-    sizes = {a: settings["n"] for a in expand(settings["attacks"]) if a not in ("aa", "rays")}
-    if settings["n_aa"]:
-        sizes["aa"] = settings["n_aa"]
-    if "rays" in settings["attacks"]:
-        sizes["rays"] = settings["n_rays"]
+    """How many test images each attack sees: ``n``, or its own count (AutoAttack ``n_aa``, RayS ``n_rays``)."""
+    sizes = {a: settings["n"] for a in expand(settings["attacks"]) if attack_options(a).subset is None}
+    for name, o in ATTACK_OPTIONS.items():
+        if o.subset and name in settings["attacks"] and settings[o.subset]:
+            sizes[name] = settings[o.subset]
     return sizes
 
 
@@ -106,35 +121,13 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
     ds = datasets.load(d.dataset, d.data_dir, download=False, **d.options)
     t = time.time()
     kw = dict(step=settings["step"], norm=settings["norm"], seed=settings["seed"], eps_by_attack=settings["attack_eps"],
-              batch_size=study.evaluate.batch_size, progress=progress, rays_queries=settings.get("rays_queries", 0))
+              batch_size=study.evaluate.batch_size, progress=progress,
+              **{k: settings.get(k, v) for o in ATTACK_OPTIONS.values() for k, v in o.options.items()})
     if "surrogate" in settings:
         sur_model, _ = _best(surrogate, device)
         kw.update(surrogate=sur_model, surrogate_id=f"{surrogate.label}/seed{surrogate.seed}",
                   cache_dir=Path(surrogate.config.out_dir) / "transfer_cache")
-    sizes = _subset_sizes(settings)
-    row: dict[str, Any] = {}
-    warnings: list[str] = []
-    flags: list[str] = []
-    correct: dict[str, Any] = {}
-    for n in sorted(set(sizes.values()), reverse=True):  # largest subset first; the others are its prefixes
-        res = evaluate(model, ds, [a for a, m in sizes.items() if m == n], n=n, **kw)
-        row.update({k: round(v, 2) for k, v in res.results.items()})
-        correct.update(res.correct)
-        warnings += [w for w in res.warnings if w not in warnings]
-        flags += res.flags
-        if n == settings["n"]:
-            row["n"] = res.n
-        if "aa" in res.results:
-            row["n_aa"] = res.n
-            row["aa_per_attack"] = res.extra.get("aa_per_attack", {})
-        if "rays" in res.results:
-            row["adbd"] = res.extra.get("rays_adbd")
-            row["n_rays"] = res.n
-    if "aa" in correct:  # clean and PGD-20 on exactly the AutoAttack images, for an honest gap
-        m = row["n_aa"]
-        for k in ("pgd20", "clean"):
-            if k in correct:
-                row[f"{k}_on_aa_images"] = round(100.0 * correct[k][:m].float().mean().item(), 2)
+    row, warnings, flags = _evaluate_subsets(model, ds, settings, kw)
     summary = json.loads((out / "summary.json").read_text())
     if settings.get("last"):
         last_model, last_meta = ckpt.load_model(out / "last.safetensors", device)
@@ -186,6 +179,38 @@ def _reused(study: Study, run: RunSpec, settings: dict[str, Any]) -> dict[str, A
                         "reused": {"from": str(name), "method": r.get("method"),
                                    "why": "retrained here with per-epoch curves equal to that record's"}}
     return None
+
+
+def _evaluate_subsets(model: Any, ds: Any, settings: dict[str, Any],
+                      kw: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The record's numbers, warnings and flags: every attack on its images, largest subset first (the
+    others are its prefixes), with each attack's count, its extra numbers (``ATTACK_OPTIONS``), and the
+    attacks it names scored on exactly its images (clean and PGD-20 on the AutoAttack images: an honest gap)."""
+    sizes = _subset_sizes(settings)
+    row: dict[str, Any] = {}
+    warnings: list[str] = []
+    flags: list[str] = []
+    correct: dict[str, Any] = {}
+    for n in sorted(set(sizes.values()), reverse=True):
+        res = evaluate(model, ds, [a for a, m in sizes.items() if m == n], n=n, **kw)
+        row.update({k: round(v, 2) for k, v in res.results.items()})
+        correct.update(res.correct)
+        warnings += [w for w in res.warnings if w not in warnings]
+        flags += res.flags
+        if n == settings["n"]:
+            row["n"] = res.n
+        for name, o in ATTACK_OPTIONS.items():
+            if name in res.results:
+                if o.subset:
+                    row[o.subset] = res.n
+                row.update({k: res.extra[src] for k, src in o.record.items() if src in res.extra})
+    for name, o in ATTACK_OPTIONS.items():
+        if o.same_images and name in correct:
+            m = row[o.subset] if o.subset else row["n"]
+            for k in o.same_images:
+                if k in correct:
+                    row[f"{k}_on_{name}_images"] = round(100.0 * correct[k][:m].float().mean().item(), 2)
+    return row, warnings, flags
 
 
 def _curves(run_dir: Path) -> dict[str, list] | None:

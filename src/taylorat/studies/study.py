@@ -17,13 +17,18 @@ context: [...]                                              # other papers' rows
 reuse: [docs/studies/other/results.json]  # a retrained run whose curves equal a record there reuses its evaluation
 ```
 
-Paper tables live in ``taylorat/reproduce/tables/`` (``taylorat reproduce --list``). Every run's
+Besides the keys of :class:`EvalSpec`'s base, ``evaluate`` takes each attack's own keys as
+``taylorat.evaluate.builtin.ATTACK_OPTIONS`` declares them: its subset of the ``n`` images
+(``n_aa``: AutoAttack, ``n_rays``: RayS) and its options (``rays_queries``).
+
+Paper tables live in ``taylorat/studies/tables/`` (``taylorat reproduce --list``). Every run's
 config is validated when the study is loaded, so ``--dry-run`` catches a bad key before training.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +37,20 @@ from typing import Any
 import yaml
 
 from ..evaluate import available_attacks, labels
+from ..evaluate.builtin import ATTACK_OPTIONS, attack_metrics, attack_options
 from ..train import Config, ConfigError, from_dict
 from ..train.config import parse_overrides
 
 STUDY_KEYS = ("name", "title", "caption", "description", "base", "runs", "seeds", "evaluate", "columns", "context",
               "reuse")
 RUN_KEYS = ("label", "config", "surrogate", "paper", "baseline")
-EVAL_KEYS = ("n", "attacks", "n_aa", "eps", "step", "norm", "seed", "batch_size", "rays_queries", "n_rays",
-             "attack_eps", "last", "flatness")
-FLATNESS_KEYS = ("alphas", "draws", "n", "steps", "seed")
 
 
 def metrics() -> tuple[str, ...]:
-    """What a study row can report: every registered attack with a row, and RayS' ADBD."""
-    return tuple(labels()) + ("adbd",)
+    """What a study row can report: every registered attack with a row, and the attacks' other numbers (ADBD)."""
+    return tuple(labels()) + tuple(attack_metrics())
+
+
 TABLES_DIR = Path(__file__).with_name("tables")
 SHORT_EPOCHS = 30
 
@@ -59,22 +64,59 @@ def list_tables() -> list[tuple[str, str]]:
     return out
 
 
-@dataclass
-class EvalSpec:
-    n: int = 1000
-    attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20", "cw20", "aa"])
-    n_aa: int | None = None  # None: n (AutoAttack on every evaluated image)
-    eps: float | None = None
-    step: float | None = None
-    norm: str | None = None  # None: the run's threat model
-    seed: int = 0
-    batch_size: int | None = None
-    rays_queries: int = 10_000
-    n_rays: int | None = None  # None: n
-    attack_eps: dict = field(default_factory=dict)  # radius of single attacks, e.g. {aa: 0.1}
-    last: list[str] = field(default_factory=list)  # attacks also run on the `last` checkpoint (n images)
-    # weight-space flatness of `last` (analysis.weight_flatness): {alphas, draws, n, steps, seed}; empty: none
-    flatness: dict = field(default_factory=dict)
+def _eval_fields() -> list[tuple[str, Any, Any]]:
+    """The fields of :class:`EvalSpec`: the base ones with the attacks' own keys (``ATTACK_OPTIONS``) among
+    them, each where results.json has always listed it: a count every evaluation records (``n_aa``) after
+    ``attacks``, the others (``rays_queries``, ``n_rays``) before ``attack_eps``."""
+    always, own = [], []
+    for o in ATTACK_OPTIONS.values():
+        if o.subset and o.subset_always:
+            always.append((o.subset, int | None, None))  # None: n, set when the study is loaded
+        own += [(k, Any, field(default_factory=lambda v=v: copy.deepcopy(v))) for k, v in o.options.items()]
+        if o.subset and not o.subset_always:
+            own.append((o.subset, int | None, None))  # None: n
+    return [("n", int, 1000),
+            ("attacks", list[str], field(default_factory=lambda: ["clean", "pgd20", "cw20", "aa"])),
+            *always,
+            ("eps", float | None, None),
+            ("step", float | None, None),
+            ("norm", str | None, None),  # None: the run's threat model
+            ("seed", int, 0),
+            ("batch_size", int | None, None),
+            *own,
+            ("attack_eps", dict, field(default_factory=dict)),  # radius of single attacks, e.g. {aa: 0.1}
+            ("last", list[str], field(default_factory=list)),  # attacks also run on the `last` checkpoint (n images)
+            # weight-space flatness of `last` (analysis.weight_flatness): {alphas, draws, n, steps, seed}; {}: none
+            ("flatness", dict, field(default_factory=dict))]
+
+
+EvalSpec = dataclasses.make_dataclass("EvalSpec", _eval_fields())
+EvalSpec.__module__ = __name__  # where pickle finds it (runs in worker processes get the study)
+EvalSpec.__doc__ = "A study's ``evaluate`` section: images, attacks, radii, and each attack's own keys."
+EVAL_KEYS = tuple(f.name for f in dataclasses.fields(EvalSpec))
+FLATNESS_KEYS = ("alphas", "draws", "n", "steps", "seed")
+
+
+def _flatness_spec(spec: Any) -> dict[str, Any]:
+    """``evaluate.flatness`` with its defaults (alphas 0.05, 0.1, 0.2; 5 draws; PGD-10; the study's n and seed)."""
+    if not spec.flatness:
+        return {}
+    bad = [k for k in spec.flatness if k not in FLATNESS_KEYS]
+    if bad:
+        raise _unknown("evaluate.flatness", bad[0], FLATNESS_KEYS)
+    out = {"alphas": [0.05, 0.1, 0.2], "draws": 5, "n": spec.n, "steps": 10, "seed": spec.seed, **spec.flatness}
+    a = out["alphas"]
+    if not (isinstance(a, list) and a and all(isinstance(v, (int, float)) and v > 0 for v in a)):
+        raise ConfigError(f"study evaluate.flatness.alphas must be a list of sizes > 0, got {a!r}")
+    return out
+
+
+def _reuse_list(reuse: Any) -> list[str]:
+    """The study's ``reuse`` entry: results.json files whose evaluations a reproduced run may reuse."""
+    reuse = [reuse] if isinstance(reuse, str) else (reuse or [])
+    if not isinstance(reuse, list) or not all(isinstance(r, str) for r in reuse):
+        raise ConfigError(f"study 'reuse' must be a results.json path or a list of them, got {reuse!r}")
+    return reuse
 
 
 @dataclass
@@ -133,8 +175,10 @@ class Study:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "base": self.base, "runs": self.methods,
-                "seeds": self.seeds, "evaluate": self.evaluate.__dict__, "run_overrides": self.run_overrides}
+        evaluate = {k: v for k, v in self.evaluate.__dict__.items() if k != "flatness" or v}  # {}: not measured
+        out = {"name": self.name, "title": self.title, "base": self.base, "runs": self.methods,
+               "seeds": self.seeds, "evaluate": evaluate, "run_overrides": self.run_overrides}
+        return {**out, "reuse": self.reuse} if self.reuse else out
 
 
 def _read_config(rel: str, study_dir: Path | None) -> dict[str, Any]:
@@ -237,35 +281,24 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
         if k not in EVAL_KEYS:
             raise _unknown("evaluate", k, EVAL_KEYS)
     spec = EvalSpec(**ev)
-    if spec.flatness:
-        bad = [k for k in spec.flatness if k not in FLATNESS_KEYS]
-        if bad:
-            raise _unknown("evaluate.flatness", bad[0], FLATNESS_KEYS)
-        spec.flatness = {"alphas": [0.05, 0.1, 0.2], "draws": 5, "n": spec.n, "steps": 10, "seed": spec.seed,
-                         **spec.flatness}
-        a = spec.flatness["alphas"]
-        if not (isinstance(a, list) and a and all(isinstance(v, (int, float)) and v > 0 for v in a)):
-            raise ConfigError(f"study evaluate.flatness.alphas must be a list of sizes > 0, got {a!r}")
-    reuse = values.get("reuse") or []
-    reuse = [reuse] if isinstance(reuse, str) else reuse
-    if not isinstance(reuse, list) or not all(isinstance(r, str) for r in reuse):
-        raise ConfigError(f"study 'reuse' must be a results.json path or a list of them, got {reuse!r}")
-    if spec.n_aa is None:
-        spec.n_aa = spec.n
+    spec.flatness = _flatness_spec(spec)
+    reuse = _reuse_list(values.get("reuse"))
+    for o in ATTACK_OPTIONS.values():
+        if o.subset_always and getattr(spec, o.subset) is None:
+            setattr(spec, o.subset, spec.n)
     for key in ("attacks", "last"):
         bad = [a for a in getattr(spec, key) if a not in available_attacks()]
         if bad:
             raise ConfigError(f"study evaluate.{key}: {bad[0]!r} is not one of {', '.join(available_attacks())}")
     if not isinstance(spec.attack_eps, dict) or any(a not in available_attacks() for a in spec.attack_eps):
         raise ConfigError(f"study evaluate.attack_eps must map attack names to radii, got {spec.attack_eps!r}")
-    if spec.n < 1 or spec.n_aa < 0 or ("aa" in spec.attacks and spec.n_aa > spec.n):
-        raise ConfigError(f"study evaluate needs n >= 1 and 0 <= n_aa <= n, got n={spec.n}, n_aa={spec.n_aa}")
+    _check_counts(spec)
     if "transfer" in spec.attacks and not any(m.get("surrogate") for m in methods):
         raise ConfigError("study evaluate.attacks has 'transfer' but no run names a surrogate")
     if schedule not in (None, "paper", "short"):
         raise ConfigError(f"--schedule must be paper or short, got {schedule!r}")
     extra = list(run_overrides or []) + ([f"optim.epochs={SHORT_EPOCHS}"] if schedule == "short" else [])
-    columns = values.get("columns") or [a for a in spec.attacks if a not in ("transfer", "rays")]
+    columns = values.get("columns") or [a for a in spec.attacks if attack_options(a).column]
     study = Study(name=str(values["name"]), title=str(values.get("title", values["name"])),
                   description=str(values.get("description", values.get("caption", ""))),
                   base=values.get("base") or {}, methods=methods, seeds=seed_list, evaluate=spec, source=source,
@@ -273,6 +306,19 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
                   is_table=is_table, folder=folder, reuse=list(reuse))
     study.runs("runs")  # validate every run config now
     return study
+
+
+def _check_counts(spec: EvalSpec) -> None:
+    """``n >= 1``, and each count every evaluation records (``n_aa``) in [0, n]."""
+    for name, o in ATTACK_OPTIONS.items():
+        if not o.subset_always:
+            continue
+        count = getattr(spec, o.subset)
+        if spec.n < 1 or count < 0 or (name in spec.attacks and count > spec.n):
+            raise ConfigError(f"study evaluate needs n >= 1 and 0 <= {o.subset} <= n, got n={spec.n}, "
+                              f"{o.subset}={count}")
+    if spec.n < 1:
+        raise ConfigError(f"study evaluate needs n >= 1, got n={spec.n}")
 
 
 def load(path_or_table: str | Path, overrides: list[str] | None = None, **kw) -> Study:

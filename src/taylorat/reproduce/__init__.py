@@ -1,1 +1,0 @@
-"""Reproduction: the quick-start demo (paper tables come later)."""
