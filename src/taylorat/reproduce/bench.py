@@ -143,8 +143,8 @@ def peak_mib(step, device: torch.device, start: int, own_bytes: int) -> float | 
     return (own_bytes + torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The benchmark's options, on its own parser or on ``taylorat bench``'s."""
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="small sizes for CI (small_cnn, batch 32, few rounds)")
     p.add_argument("--models", help="comma-separated (default: small_cnn with --quick, else preact_resnet18,wrn_34_10)")
@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--table6", action="store_true",
                    help="also the paper's Table 6 layout: minutes per CIFAR-10 epoch (391 steps of batch 128, from "
                         "ms/iter) and peak memory, with the ratios to TRADES")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = add_arguments(argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0]))
     args = p.parse_args(argv)
     if args.profile < 0:
         p.error(f"--profile takes a number of steps to profile (0 = none), got {args.profile}")
