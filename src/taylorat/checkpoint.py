@@ -51,11 +51,12 @@ class EvalSettings:
 class CheckpointMeta:
     """A typed, read-only view of a checkpoint's JSON state (the ``meta`` of ``load`` and ``load_model``).
 
-    What the trainer writes: ``model`` (the spec: ``name`` + the kwargs of ``models.create``), ``config``
-    (the run config: ``data``, ``attack``, ``eval``, ...), ``method`` (``name`` + resolved weights),
-    ``epoch``, ``metrics`` (that epoch's record) and, in ``last.safetensors``, ``history``, ``best``,
-    ``best_epoch`` and ``partial``. Imported weights and older checkpoints lack some keys: a missing
-    key reads as None (a scalar) or empty (a section). Sections are returned as copies.
+    What a training run writes (``train.run_dir.state_meta``): ``model`` (the spec: ``name`` + the kwargs
+    of ``models.create``), ``config`` (the run config: ``data``, ``attack``, ``eval``, ...), ``method``
+    (``name`` + resolved weights), ``epoch``, ``metrics`` (that epoch's record) and, in
+    ``last.safetensors``, ``history``, ``best``, ``best_epoch`` and ``partial``. Imported weights and older
+    checkpoints lack some keys: a missing key reads as None (a scalar) or empty (a section). Sections are
+    returned as copies.
     """
 
     __slots__ = ("_meta",)

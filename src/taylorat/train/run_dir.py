@@ -1,5 +1,6 @@
-"""Run folders: which ``out_dir`` a run may use, what a resumed run takes back from it, and the files written
-around the epochs (``config.yaml`` before them, ``summary.json`` once the last one is done).
+"""Run folders: which ``out_dir`` a run may use, what a resumed run takes back from it, the JSON state its
+checkpoints carry, and the files written around the epochs (``config.yaml`` before them, ``metrics.jsonl``
+after each, ``summary.json`` once the last one is done).
 
 An ``out_dir`` is usable when it does not exist, is empty, or (with ``resume``) holds the same run: the stored
 config equals this one except for keys that do not change the result (``RESUMABLE_DIFFS``).
@@ -147,6 +148,16 @@ def restore(out: Path, device: torch.device, model: torch.nn.Module, opt: torch.
         avg.load_state_tensors(tensors)
     return ResumePoint(start_epoch=raw["epoch"] + 1, history=meta.history, best=meta.best, best_epoch=meta.best_epoch,
                        partial=meta.partial, partial_rng=tensors.get("rng.attack"))
+
+
+def state_meta(t: Trainer, epoch: int) -> dict[str, Any]:
+    """The JSON state every checkpoint of the run carries after ``epoch`` (``checkpoint.CheckpointMeta`` reads it)."""
+    cfg = t.cfg
+    return {"model": t.model.spec, "epoch": epoch, "config": cfg.to_dict(),
+            "method": {"name": cfg.method.name, **cfg.resolved_method()},
+            "data": {"dataset": t.dataset.name, **t.prep.info},
+            "select_on": cfg.eval.select_on, "best": t.best, "best_epoch": t.best_epoch,
+            "world_size": t.dist.world, "torch": torch.__version__}
 
 
 def write_config(out: Path, cfg: Config, device: torch.device, channels_last: bool, why: str) -> None:

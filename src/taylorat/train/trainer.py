@@ -73,12 +73,11 @@ class Trainer:
         self.cfg = cfg
         self.dist = distributed.from_env()
         self.device = distributed.setup(self.dist, resolve_device(cfg.device))
-        main = self.dist.main
-        self.on_event = (log or self._console) if main else (lambda ev: None)
+        self.on_event = (log or self._console) if self.dist.main else (lambda ev: None)
         self.sinks: list[Callable] = []
         self.out = Path(cfg.out_dir)
-        ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
-        self.dataset = ds
+        self.dataset = ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download,
+                                          **cfg.data.options)
         self.prep = datasets.prepare(ds, cfg.data.train_subset, cfg.data.holdout, cfg.seed)
         if ds.num_classes < 3 and cfg.resolved_method()["eta"] + cfg.resolved_method()["eta2"] > 0:
             raise InputError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
@@ -131,13 +130,6 @@ class Trainer:
         self._no_plots = False
 
     # ---------------------------------------------------------------- run directory
-    def _meta(self, epoch: int) -> dict[str, Any]:
-        return {"model": self.model.spec, "epoch": epoch, "config": self.cfg.to_dict(),
-                "method": {"name": self.cfg.method.name, **self.cfg.resolved_method()},
-                "data": {"dataset": self.dataset.name, **self.prep.info},
-                "select_on": self.cfg.eval.select_on, "best": self.best, "best_epoch": self.best_epoch,
-                "world_size": self.dist.world, "torch": torch.__version__}
-
     def prepare_run_dir(self, resume: bool) -> None:
         """Claim ``out_dir`` (RunDirError if it holds another run), take back a stopped run, write config.yaml."""
         run_dir.claim(self.cfg, resume, self.dist)
@@ -245,7 +237,7 @@ class Trainer:
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), self.dist).item()
         if not self.dist.main:
             return
-        meta = {**self._meta(epoch - 1), "kind": "train_state", "history": self.history,
+        meta = {**run_dir.state_meta(self, epoch - 1), "kind": "train_state", "history": self.history,
                 "partial": {"epoch": epoch, "step": step, "sums": sums.tolist(), "seen": seen, "seconds": seconds}}
         tensors = {**self._state_tensors(), "rng.attack": gen.get_state()}
         ckpt.save(self.out / "last.safetensors", tensors, meta)
@@ -305,7 +297,7 @@ class Trainer:
     def save(self, epoch: int, record: dict[str, Any]) -> None:
         if not self.dist.main:
             return
-        meta, weights = self._meta(epoch), ckpt.model_tensors(self.eval_model())
+        meta, weights = run_dir.state_meta(self, epoch), ckpt.model_tensors(self.eval_model())
         model_meta = {**meta, "kind": "model", "metrics": record}
         if record.get("is_best"):
             ckpt.save(self.out / "best.safetensors", weights, model_meta)
