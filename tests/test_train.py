@@ -293,7 +293,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
 
 
 def test_config_written_by_an_older_version_still_resumes():
-    from taylorat.train.trainer import config_diff
+    from taylorat.train.run_dir import config_diff
 
     new = from_dict({}).to_dict()
     old = from_dict({}).to_dict()

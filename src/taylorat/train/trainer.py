@@ -12,7 +12,6 @@ SIGTERM/SIGINT saves the position inside the epoch and the generator state as we
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -21,34 +20,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
-from ..common import InputError, MissingDependency, TayloratError, atomic_write_text, derive_seed, resolve_device
+from ..common import InputError, MissingDependency, TayloratError, derive_seed, resolve_device
 from ..objectives import Method, Minimizer, PairForward, Threat, make_minimizer
-from . import distributed, sync_bn
+from . import distributed, run_dir, sync_bn
 from .averaging import WeightAverage
 from .config import Config
 from .curves import plot_histories
 from .logs import format_event, make_sinks
+from .run_dir import RunDirError, check_run_dir, config_diff, run_dir_state  # noqa: F401 (importable here as before)
 from .schedule import describe_schedule, lr_at, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
 from .speed import resolve_channels_last
 from .step import compile_for_training, train_step
 
-# keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves",
-                   "logging", "channels_last"}
-DATA_PARALLEL_ONLY = {"taylor_stats", "sync_bn"}
 METRICS = ("loss", "ce", "kl", "first", "second")
-
-
-class RunDirError(TayloratError, RuntimeError):
-    """The output directory holds something else than this run."""
 
 
 class TrainingDiverged(TayloratError, RuntimeError):
@@ -81,80 +72,6 @@ def build_minimizer(cfg: Config, model: torch.nn.Module) -> Minimizer | None:
     return make_minimizer(options.pop("name"), model, **options)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "options":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Keys whose values differ; a key one side lacks (an older taylorat) counts at its default."""
-    fa, fb, default = _flatten(a), _flatten(b), _flatten(Config().to_dict())
-    return sorted(k for k in set(fa) | set(fb)
-                  if fa.get(k, default.get(k)) != fb.get(k, default.get(k)) and k not in RESUMABLE_DIFFS)
-
-
-def check_run_dir(cfg: Config, resume: bool, data_parallel: bool = False) -> str | None:
-    """Why ``cfg`` may not use its ``out_dir`` (a one-line reason), or None when it may."""
-    out = Path(cfg.out_dir)
-    last = out / "last.safetensors"
-    has_run = (out / "config.yaml").exists() or last.exists()
-    if has_run and not resume:
-        return f"{out} already holds a run; pass --resume to continue it or choose another out_dir"
-    if out.exists() and not out.is_dir():
-        return f"{out} is a file, not a directory; choose another out_dir"
-    if out.exists() and not has_run and any(out.iterdir()):
-        return f"{out} is not empty and holds no taylorat run; choose another out_dir"
-    if has_run:
-        try:
-            stored = (ckpt.read_meta(last)["config"] if last.exists()
-                      else yaml.safe_load((out / "config.yaml").read_text()) or {})
-        except (ckpt.CheckpointError, yaml.YAMLError, KeyError) as e:
-            return f"{out} holds a damaged run ({str(e).splitlines()[0]}); choose another out_dir"
-        diff = config_diff(stored, cfg.to_dict())
-        if not data_parallel:  # keys that only act across ranks do not change a one-process run
-            diff = [k for k in diff if k not in DATA_PARALLEL_ONLY]
-        if diff:
-            return (f"{out} holds a different run (config differs in {', '.join(diff[:4])}); choose "
-                    "another out_dir or resume with the same config")
-    return None
-
-
-def run_dir_state(cfg: Config) -> str:
-    """What a (resumed) run would find in its ``out_dir``, in words (for dry runs)."""
-    out = Path(cfg.out_dir)
-    last = out / "last.safetensors"
-    if not out.exists():
-        return f"{out}: will be created"
-    if not last.exists():
-        return f"{out}: exists, no checkpoint yet"
-    meta = ckpt.read_meta(last)
-    done = meta.get("epoch", 0)
-    if done >= cfg.optim.epochs and not meta.get("partial"):
-        return f"{out}: holds this run, finished ({done} epochs): nothing to train"
-    return f"{out}: holds this run after epoch {done}: --resume continues it"
-
-
-def _optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, p in model.named_parameters():
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            out[f"optim.{name}"] = buf
-    return out
-
-
-def _load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    for name, p in model.named_parameters():
-        key = f"optim.{name}"
-        if key in tensors:
-            opt.state[p]["momentum_buffer"] = tensors[key].to(p.device, p.dtype).clone()
-
-
 class Trainer:
     """Builds data, model, method and optimizer from a Config and runs the epochs."""
 
@@ -162,12 +79,11 @@ class Trainer:
         self.cfg = cfg
         self.dist = distributed.from_env()
         self.device = distributed.setup(self.dist, resolve_device(cfg.device))
-        main = self.dist.main
-        self.on_event = (log or self._console) if main else (lambda ev: None)
+        self.on_event = (log or self._console) if self.dist.main else (lambda ev: None)
         self.sinks: list[Callable] = []
         self.out = Path(cfg.out_dir)
-        ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
-        self.dataset = ds
+        self.dataset = ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download,
+                                          **cfg.data.options)
         self.prep = datasets.prepare(ds, cfg.data.train_subset, cfg.data.holdout, cfg.seed)
         if ds.num_classes < 3 and cfg.resolved_method()["eta"] + cfg.resolved_method()["eta2"] > 0:
             raise InputError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
@@ -220,44 +136,19 @@ class Trainer:
         self._no_plots = False
 
     # ---------------------------------------------------------------- run directory
-    def _meta(self, epoch: int) -> dict[str, Any]:
-        return {"model": self.model.spec, "epoch": epoch, "config": self.cfg.to_dict(),
-                "method": {"name": self.cfg.method.name, **self.cfg.resolved_method()},
-                "minimizer": self.cfg.resolved_minimizer(),
-                "data": {"dataset": self.dataset.name, **self.prep.info},
-                "select_on": self.cfg.eval.select_on, "best": self.best, "best_epoch": self.best_epoch,
-                "world_size": self.dist.world, "torch": torch.__version__}
-
-    def _check_run_dir(self, resume: bool) -> str | None:
-        """The reason this run may not use its out_dir, or None (run on rank 0)."""
-        return check_run_dir(self.cfg, resume, data_parallel=self.dist.enabled)
-
     def prepare_run_dir(self, resume: bool) -> None:
-        problem = distributed.broadcast_object(self._check_run_dir(resume) if self.dist.main else None, self.dist)
-        if problem:
-            raise RunDirError(problem)
-        last = self.out / "last.safetensors"
-        if last.exists():
-            tensors, meta = ckpt.load(last, self.device)
-            ckpt.load_state_strict(self.model, tensors, str(last))
-            _load_optimizer(self.model, self.opt, tensors)
-            if self.avg is not None:
-                self.avg.load_state_tensors(tensors)
-            self.history = meta.get("history", [])
-            self.best, self.best_epoch = meta.get("best") or {}, meta.get("best_epoch")
-            self.start_epoch = meta["epoch"] + 1
-            self.partial = meta.get("partial")
-            self.partial_rng = tensors.get("rng.attack")
-            where = (f"in epoch {self.partial['epoch']} after step {self.partial['step']}" if self.partial
-                     else f"after epoch {meta['epoch']}")
-            self.log(f"resuming {self.out} {where}")
+        """Claim ``out_dir`` (RunDirError if it holds another run), take back a stopped run, write config.yaml."""
+        run_dir.claim(self.cfg, resume, self.dist)
+        point = run_dir.restore(self.out, self.device, self.model, self.opt, self.avg)
+        if point is not None:
+            self.history, self.best, self.best_epoch = point.history, point.best, point.best_epoch
+            self.start_epoch, self.partial, self.partial_rng = point.start_epoch, point.partial, point.partial_rng
+            self.log(f"resuming {self.out} {point.where()}")
         if self.dist.main and not self.sinks:
             self.sinks = make_sinks([b for b in self.cfg.logging if b != "jsonl"], self.out, self.cfg.to_dict(),
                                     self.cfg.name)
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml() + f"# resolved on {self.device}: "
-                              f"channels_last {'true' if self.channels_last else 'false'} ({self.channels_last_why})\n")
+            run_dir.write_config(self.out, self.cfg, self.device, self.channels_last, self.channels_last_why)
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int, stop: StopOnSignal | None = None) -> dict[str, float]:
@@ -353,7 +244,7 @@ class Trainer:
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), self.dist).item()
         if not self.dist.main:
             return
-        meta = {**self._meta(epoch - 1), "kind": "train_state", "history": self.history,
+        meta = {**run_dir.state_meta(self, epoch - 1), "kind": "train_state", "history": self.history,
                 "partial": {"epoch": epoch, "step": step, "sums": sums.tolist(), "seen": seen, "seconds": seconds}}
         tensors = {**self._state_tensors(), "rng.attack": gen.get_state()}
         ckpt.save(self.out / "last.safetensors", tensors, meta)
@@ -362,18 +253,25 @@ class Trainer:
         """The model the per-epoch check and the saved checkpoints use: the average once it exists."""
         return self.avg.module if self.avg is not None and self.avg.ready else self.model
 
-    def evaluate(self) -> dict[str, float]:
-        """Clean and PGD accuracy (%) on the selection split, each rank on its share."""
+    def _accuracy(self, x: torch.Tensor, y: torch.Tensor, n: int, what: str, *seed: Any) -> tuple[float, float]:
+        """Clean and PGD accuracy (%) of ``eval_model`` over ``n`` images, this rank measuring its share ``x, y``.
+
+        The attack is PGD at ``eval.eps/step/steps`` under the training norm, seeded by (seed, ``*seed``, rank).
+        """
         e = self.cfg.eval
         model = self.eval_model()
         attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
-                     seed=derive_seed(self.cfg.seed, "eval", *([self.dist.rank] if self.dist.enabled else [])))
-        bar = self.cfg.progress and self.dist.main
-        clean = correct_mask(model, self.select_x, self.select_y, None, e.batch_size).sum()
-        adv = correct_mask(model, self.select_x, self.select_y, attack, e.batch_size,
-                           progress=f"check: {e.select_on} PGD-{e.steps}" if bar else None).sum()
+                     seed=derive_seed(self.cfg.seed, *seed, *([self.dist.rank] if self.dist.enabled else [])))
+        clean = correct_mask(model, x, y, None, e.batch_size).sum()
+        adv = correct_mask(model, x, y, attack, e.batch_size, progress=f"check: {what} PGD-{e.steps}"
+                           if self.cfg.progress and self.dist.main else None).sum()
         counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
-        return {"clean": 100 * counts[0].item() / self.n_select, "pgd": 100 * counts[1].item() / self.n_select}
+        return 100 * counts[0].item() / n, 100 * counts[1].item() / n
+
+    def evaluate(self) -> dict[str, float]:
+        """Clean and PGD accuracy (%) on the selection split, each rank on its share."""
+        clean, pgd = self._accuracy(self.select_x, self.select_y, self.n_select, self.cfg.eval.select_on, "eval")
+        return {"clean": clean, "pgd": pgd}
 
     def _tracked_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
         """Images measured every epoch for the curves only: ``{"test"|"train": (x, y, n)}`` (this rank's share)."""
@@ -393,38 +291,28 @@ class Trainer:
 
     def track(self) -> dict[str, float]:
         """Clean and PGD accuracy (%) on the tracked test and training images (curves; never selection)."""
-        e = self.cfg.eval
-        model = self.eval_model()
         out = {}
         for name, (x, y, n) in self.tracked.items():
-            attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
-                         seed=derive_seed(self.cfg.seed, "track", name,
-                                          *([self.dist.rank] if self.dist.enabled else [])))
-            clean = correct_mask(model, x, y, None, e.batch_size).sum()
-            adv = correct_mask(model, x, y, attack, e.batch_size, progress=f"check: tracked {name} PGD-{e.steps}"
-                               if self.cfg.progress and self.dist.main else None).sum()
-            counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
-            out[f"track_{name}_clean"] = 100 * counts[0].item() / n
-            out[f"track_{name}_pgd"] = 100 * counts[1].item() / n
+            out[f"track_{name}_clean"], out[f"track_{name}_pgd"] = self._accuracy(x, y, n, f"tracked {name}",
+                                                                                  "track", name)
         return out
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**ckpt.model_tensors(self.model), **_optimizer_tensors(self.model, self.opt),
+        return {**ckpt.model_tensors(self.model), **run_dir.optimizer_tensors(self.model, self.opt),
                 **(self.avg.state_tensors() if self.avg is not None else {})}
 
     def save(self, epoch: int, record: dict[str, Any]) -> None:
         if not self.dist.main:
             return
-        meta = self._meta(epoch)
-        weights = ckpt.model_tensors(self.eval_model())
+        meta, weights = run_dir.state_meta(self, epoch), ckpt.model_tensors(self.eval_model())
+        model_meta = {**meta, "kind": "model", "metrics": record}
         if record.get("is_best"):
-            ckpt.save(self.out / "best.safetensors", weights, {**meta, "kind": "model", "metrics": record})
+            ckpt.save(self.out / "best.safetensors", weights, model_meta)
         if epoch in self.schedule:
-            ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", weights, {**meta, "kind": "model", "metrics": record})
+            ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", weights, model_meta)
         ckpt.save(self.out / "last.safetensors", self._state_tensors(),
                   {**meta, "kind": "train_state", "history": self.history})
-        lines = "".join(json.dumps(h) + "\n" for h in self.history)
-        atomic_write_text(self.out / "metrics.jsonl", lines)
+        run_dir.write_metrics(self.out, self.history)
         if self.cfg.curves and not self._no_plots:
             try:
                 plot_histories({self.cfg.method.name: self.history}, self.out / "curves.png", self.cfg.name)
@@ -473,28 +361,15 @@ class Trainer:
                 self.history.append(record)
                 self.save(epoch, record)
                 done += 1
-                left = cfg.optim.epochs - epoch
                 per_epoch = (time.time() - t0) / done
-                sel = cfg.eval.select_on
-                self.emit({"event": "epoch", **record, "epochs": cfg.optim.epochs, "select_on": sel,
-                           "check_steps": cfg.eval.steps, "eta_minutes": left * per_epoch / 60})
+                self.emit({"event": "epoch", **record, "epochs": cfg.optim.epochs, "select_on": cfg.eval.select_on,
+                           "check_steps": cfg.eval.steps, "eta_minutes": (cfg.optim.epochs - epoch) * per_epoch / 60})
                 # a signal during the epoch's last steps or its evaluation: stop here (all ranks agree)
                 if distributed.any_rank(stop.requested, self.dist, self.device):
                     raise Stopped(stop.signum or signal.SIGTERM, epoch, 0, str(self.out / "last.safetensors"))
         finished = bool(self.history) and self.history[-1]["epoch"] == cfg.optim.epochs
         if finished and self.dist.main:
-            summary = {"name": cfg.name, "epochs": cfg.optim.epochs, "best_epoch": self.best_epoch,
-                       "best": self.best, "select_on": cfg.eval.select_on, "n_select": self.n_select,
-                       "method": {"name": cfg.method.name, **cfg.resolved_method()},
-                       "minimizer": cfg.resolved_minimizer(),
-                       "data": {"dataset": self.dataset.name, **self.prep.info}, "world_size": self.dist.world,
-                       "environment": {"torch": torch.__version__, "device": str(self.device),
-                                       "cpu threads": torch.get_num_threads()},
-                       "speed": {"channels_last": self.channels_last, "channels_last_setting": cfg.channels_last,
-                                 "why": self.channels_last_why, "precision": cfg.precision, "compile": cfg.compile},
-                       "train_seconds": sum(h["train_seconds"] for h in self.history),
-                       "check_seconds": sum(h.get("eval_seconds", 0.0) for h in self.history)}
-            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            run_dir.write_summary(self)
         return TrainResult(self.out, self.history[-1]["epoch"] if self.history else 0, self.best_epoch, self.best,
                            self.history, time.time() - t0)
 
@@ -506,8 +381,12 @@ def _share(n: int, d: distributed.Dist) -> tuple[int, int]:
 
 
 def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+          log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train the run described by ``cfg``; ``resume=True`` continues the run in ``cfg.out_dir``.
+
+    ``log`` receives every event as a dict: ``{"event": "message", "text": ...}``, ``"step"`` every ``log_every``
+    steps, ``"epoch"`` with the epoch's record (default: messages and epochs printed as ``logs.format_event``
+    lines). ``stop_after`` ends this call after that many epochs; a later ``resume`` goes on.
 
     Under ``torchrun`` each rank calls this; the process group is closed when it returns.
     """

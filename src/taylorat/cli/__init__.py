@@ -1,0 +1,69 @@
+"""Command line: ``taylorat train | eval | reproduce | landscape | export | import | plot | bench | demo``.
+
+Each command is a module here with ``add_parser(subparsers)`` (its options) and ``run(args)`` (its work).
+taylorat's own errors are one line (exit 2 for bad input, or the error's own code); any other exception
+keeps its traceback (exit 70).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from .. import __version__
+from ..common import TayloratError, load_plugins_from_env
+from . import bench, demo, export, import_, landscape, plot, reproduce, train
+from . import eval as eval_
+from .shared import CommandParser, UserError
+
+__all__ = ["EXIT_BUG", "EXIT_USAGE", "UserError", "build_parser", "main"]
+
+EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE: an internal error, printed with its traceback
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+
+COMMANDS = (train, eval_, reproduce, landscape, export, import_, plot, bench, demo)  # the order of --help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taylorat", description="Randomized adversarial training via Taylor expansion")
+    p.add_argument("--version", action="version", version=f"taylorat {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. taylorat's own errors (bad input, a missing dataset, a run directory that holds
+    another run, a diverged loss) are one line; any other exception is a bug: its traceback is
+    printed with a request to report it."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:  # TAYLORAT_PLUGINS: the user's models, datasets, bases, attacks, before their names are listed
+        load_plugins_from_env()
+    except TayloratError as e:
+        print(f"taylorat: {e.prefix}{e}", file=sys.stderr)
+        return e.exit_code
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow the options (`train CFG --resume optim.epochs=3`)
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except TayloratError as e:  # bad input, missing data, a diverged loss (3), a stop on a signal (128 + signal)
+        hint = getattr(args, "data_dir_hint", None)
+        msg = e.with_hint(hint) if hint and hasattr(e, "with_hint") else str(e)
+        print(f"taylorat: {e.prefix}{msg}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("taylorat: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - a bug: keep the traceback, ask for a report
+        traceback.print_exc()
+        print(f"taylorat {__version__}: internal error (the traceback above); this is a bug in taylorat, please "
+              "report it with the command you ran", file=sys.stderr)
+        return EXIT_BUG

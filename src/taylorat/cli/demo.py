@@ -1,0 +1,25 @@
+"""``taylorat demo``: TRADES vs TRADES+1st+2nd on the embedded digits dataset (no download)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .shared import UserError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    d = subparsers.add_parser("demo", help="TRADES vs TRADES+1st+2nd on the embedded digits dataset (no download)")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..studies.demo import run_demo  # it imports the trainer: only for this command
+
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+    run_demo(args.out, epochs=args.epochs, seed=args.seed, device=args.device)
+    return 0
