@@ -76,7 +76,8 @@ def true_fp32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
-@pytest.mark.parametrize("fast", ["bf16", "channels_last", pytest.param("compile", marks=pytest.mark.slow), "fused_sgd"])
+@pytest.mark.parametrize("fast", ["bf16", "channels_last", pytest.param("compile", marks=pytest.mark.slow),
+                                  "fused_sgd"])
 def test_fast_paths_agree_with_fp32_eager(device, fast, true_fp32):
     g = torch.Generator(device=device).manual_seed(2)
     x = torch.rand(16, 3, 16, 16, device=device, generator=g)
@@ -160,7 +161,8 @@ def test_compiled_loss_agrees_with_float64_autograd(device, name, true_fp32):
     x_adv = (x + 0.03 * torch.randn(x.shape, device=device, generator=g)).clamp(0, 1)
     y = torch.randint(0, 10, (16,), device=device, generator=g)
     results = []
-    for dtype, loss_fn in ((torch.float64, method.loss_from_outputs), (torch.float32, compiled_loss(method, "default"))):
+    cases = ((torch.float64, method.loss_from_outputs), (torch.float32, compiled_loss(method, "default")))
+    for dtype, loss_fn in cases:
         model = small(device, dtype)
         parts = loss_fn(PairForward(model, True, None)(x.to(dtype), x_adv.to(dtype)), y)
         grads = torch.autograd.grad(parts.loss, list(model.parameters()))

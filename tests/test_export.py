@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_layouts import RBPreActResNet18, RBWideResNet, close, randomize
 
 from taylorat import checkpoint as ckpt
 from taylorat import models
 from taylorat.cli import main
+from test_layouts import RBPreActResNet18, RBWideResNet, close, randomize
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
 

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from taylorat import checkpoint as ckpt
-from taylorat import models
-from taylorat import common
+from taylorat import common, models
 from taylorat.attacks import PGD
 from taylorat.cli import main
 from taylorat.common import InputError, Registry, did_you_mean, import_plugins

@@ -86,3 +86,17 @@ def test_eval_from_the_command_line_never_imports_the_trainer(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_rooms_stay_small():
+    """One concept per module: no module in src/ over 400 lines, no function over 80."""
+    big, long_functions = [], []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 400:
+            big.append(f"{path.relative_to(SRC)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert not big, big
+    assert not long_functions, long_functions

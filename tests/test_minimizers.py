@@ -1,9 +1,9 @@
 """Minimizers (SAM, ASAM, AWP) against float64 transcriptions of their published procedures; composition."""
 
 import copy
+import hashlib
 import json
 from pathlib import Path
-import hashlib
 
 import pytest
 import torch
@@ -279,7 +279,8 @@ def test_a_one_epoch_sam_taylor_run_on_digits_trains_from_the_command_line(tmp_p
     import sys
 
     out = tmp_path / "sam"
-    r = subprocess.run([sys.executable, "-m", "taylorat", "train", "--config", "configs/digits_small_cnn_trades_1st_2nd.yaml",
+    cfg = "configs/digits_small_cnn_trades_1st_2nd.yaml"
+    r = subprocess.run([sys.executable, "-m", "taylorat", "train", "--config", cfg,
                         f"out_dir={out}", "minimizer.name=sam", "optim.epochs=1", "data.train_subset=256",
                         "eval.n=50", "progress=false", "device=cpu"],
                        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent)

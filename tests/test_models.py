@@ -185,7 +185,9 @@ def test_small_cnn_spec_records_resolved_padding():
     assert create("small_cnn", in_channels=1, image_size=8).spec["padding"] == 1
 
 
-@pytest.mark.parametrize("name,kwargs,shape", [("preact_resnet18", {}, (3, 32, 32)), ("small_cnn", dict(in_channels=1, image_size=28), (1, 28, 28))], ids=["preact_resnet18", "small_cnn"])
+@pytest.mark.parametrize("name,kwargs,shape", [("preact_resnet18", {}, (3, 32, 32)),
+                                               ("small_cnn", dict(in_channels=1, image_size=28), (1, 28, 28))],
+                         ids=["preact_resnet18", "small_cnn"])
 def test_normalize_matches_prenormalized_input(name, kwargs, shape):
     c = shape[0]
     mean = [0.4914, 0.4822, 0.4465][:c]

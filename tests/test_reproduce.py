@@ -112,7 +112,8 @@ def test_study_page_counts_runs_per_environment():
     from taylorat.studies.render import _env
 
     a = {"torch": "2.14.1", "device": "cpu", "cpu threads": 2, "gpu": "none"}
-    assert _env({"runs": [{"environment": a}, {"environment": a}]}) == "torch 2.14.1, device cpu, cpu threads 2, gpu none"
+    env = _env({"runs": [{"environment": a}, {"environment": a}]})
+    assert env == "torch 2.14.1, device cpu, cpu threads 2, gpu none"
     mixed = _env({"runs": [{"environment": a}, {}, {}]})
     assert mixed == "torch 2.14.1, device cpu, cpu threads 2, gpu none (1 run); not recorded (2 runs)"
     assert _env({"runs": [{}]}) == "not recorded"
@@ -140,7 +141,8 @@ def test_best_vs_last_and_the_generalisation_gap():
             _run("b", 0, 61, 60, 70, 60), _run("b", 1, 61, 61, 71, 61)]   # overfits by 0.5, gap 10
     text = "\n".join(best_vs_last(runs, ["a", "b"]))
     assert "| train − test |" in text
-    assert "| a | 2 | 61.00 ± 1.41 | 55.00 ± 0.00 | 6.00 ± 1.41 | 80.00 ± 0.00 | 82.00 ± 0.00 | 36.00 ± 1.41 | 40, 40 |" in text
+    assert ("| a | 2 | 61.00 ± 1.41 | 55.00 ± 0.00 | 6.00 ± 1.41 | 80.00 ± 0.00 | 82.00 ± 0.00 | 36.00 ± 1.41 "
+            "| 40, 40 |") in text
     assert "best − last of `b` vs `a`: -5.50 points (outside the seed spread ±2.12): `b` overfits less" in text
     assert "train − test of `b` vs `a`: -26.00 points (outside the seed spread ±1.41): `b` generalises better" in text
     untracked = [{**r, "curves": {}} for r in runs]
@@ -156,7 +158,8 @@ def test_robust_overfitting_study_validates():
     assert (m["trades"]["eta"], m["trades"]["noise_std"]) == (0.0, 0.0)
     assert (m["trades+1st+2nd"]["eta"], m["trades+1st+2nd"]["noise_std"]) == (0.2, 1e-4)
     assert m["trades+1st+2nd sigma=0.01"]["noise_std"] == 0.01 and m["trades+1st+2nd sigma=0.01"]["eta"] == 0.2
-    assert (m["trades sigma=0.01"]["eta"], m["trades sigma=0.01"]["eta2"], m["trades sigma=0.01"]["noise_std"]) == (0.0, 0.0, 0.01)
+    s = m["trades sigma=0.01"]
+    assert (s["eta"], s["eta2"], s["noise_std"]) == (0.0, 0.0, 0.01)
     assert m["awp-trades"]["base"] == "awp-trades" and m["awp-trades"]["eta"] == 0.0
     cfg = runs[0].config
     assert cfg.eval.track_test == 500 and cfg.eval.select_on == "holdout"
@@ -234,8 +237,7 @@ def test_study_page_states_the_split_as_prepare_draws_it(holdout, subset, text):
     """The page's data line matches `data.prepare`: the hold-out is drawn first, the subset from the rest."""
     import torch
 
-    from taylorat.data import prepare
-    from taylorat.data import Dataset
+    from taylorat.data import Dataset, prepare
     from taylorat.studies.render import render_readme
 
     y = torch.arange(10).repeat(60)

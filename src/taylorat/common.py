@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import io
 import os
 import sys
 import tempfile
@@ -119,14 +120,13 @@ def check_unit_range(x: torch.Tensor, what: str = "images") -> None:
 def new_figure(what: str, **kwargs: Any):
     """A matplotlib ``Figure`` (no pyplot state); one-line error naming ``taylorat[plot]`` without matplotlib."""
     require("matplotlib", "plot", what)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - optional extra [plot]
 
     return Figure(**kwargs)
 
 
 def write_figure(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
     """Render a matplotlib figure to PNG and write it atomically."""
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **savefig)

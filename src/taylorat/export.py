@@ -16,8 +16,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +114,6 @@ def export(path: str | Path, fmt: str, out: str | Path, report: dict[str, Any] |
 
 
 def _torch_save(state: dict[str, torch.Tensor]) -> bytes:
-    import io
 
     buf = io.BytesIO()
     torch.save({k: v.contiguous() for k, v in state.items()}, buf)
@@ -124,8 +126,6 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
     With ``onnxscript`` installed (``taylorat[onnx]``) PyTorch's ``torch.export``-based exporter is
     used; otherwise its older TorchScript-based tracer (deprecated by PyTorch, same graph).
     """
-    import importlib.util
-    import warnings
 
     require("onnx", "onnx", "ONNX export")
     spec = getattr(model, "spec", None) or {}

@@ -64,7 +64,7 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def save_figure(fig, path: Path, dpi: int) -> None:
     """Render a matplotlib Figure to PNG (Agg canvas, no pyplot state) and write it atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - optional extra [plot]
 
     FigureCanvasAgg(fig)
     write_figure(fig, path, dpi=dpi)

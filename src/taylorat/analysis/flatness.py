@@ -201,7 +201,7 @@ def plot_flatness(results: Mapping[str, Flatness], path: str | Path, *, dpi: int
     """Loss (left) and accuracy (right) vs α, one colour per model, mean ± std band over draws;
     solid = clean, dashed = under the attack (if any). Agg canvas, PNG."""
     require("matplotlib", "plot", "drawing this figure")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - optional extra [plot]
 
     if not results:
         raise InputError("give at least one result as {label: Flatness}")

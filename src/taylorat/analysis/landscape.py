@@ -170,11 +170,11 @@ def plot_landscapes(
     canvas (headless, no pyplot state). Returns the path.
     """
     require("matplotlib", "plot", "drawing this figure")
-    from matplotlib import cm
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-    from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  registers the 3-D projection
+    from matplotlib import cm  # noqa: PLC0415 - optional extra [plot]
+    from matplotlib.colors import Normalize  # noqa: PLC0415 - optional extra [plot]
+    from matplotlib.figure import Figure  # noqa: PLC0415 - optional extra [plot]
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - optional extra [plot]
+    from mpl_toolkits.mplot3d import Axes3D  # noqa: F401, PLC0415  registers the 3-D projection
 
     if not landscapes:
         raise InputError("give at least one landscape as {label: Landscape}")

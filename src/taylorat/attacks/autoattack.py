@@ -99,7 +99,7 @@ class AutoAttack(Attack):
     def run(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, AutoAttackResult]:
         """Adversarial images and the library's report for one batch of [0,1] images."""
         library_version()
-        from pyautoattack import AutoAttack as LibAutoAttack
+        from pyautoattack import AutoAttack as LibAutoAttack  # noqa: PLC0415 - optional extra [aa]
 
         device = images.device
         lib = LibAutoAttack(self.model, eps=self.eps, norm={"linf": "Linf", "l2": "L2"}[self.norm],

@@ -24,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -34,8 +35,8 @@ from .. import models
 from ..analysis import cost_table
 from ..common import resolve_device
 from ..train import from_dict
-from ..train.step import compile_for_training, train_step
 from ..train.speed import resolve_channels_last
+from ..train.step import compile_for_training, train_step
 from ..train.trainer import Trainer, build_method
 from .step_profile import profile_steps, profile_table
 
@@ -74,7 +75,6 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
 def epoch_time(model_name: str, method: str, precision: str, args, batch: int, steps: int, n_check: int,
                step_ms: float, channels_last: bool = False) -> dict:
     """One epoch as the trainer runs it: device-resident data with crop/flip, the steps, the PGD-20 check."""
-    import tempfile
 
     channels, size = SHAPES.get(model_name, SHAPES["default"])
     with tempfile.TemporaryDirectory() as tmp:

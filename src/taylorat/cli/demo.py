@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..studies.demo import run_demo  # it imports the trainer: only for this command
+    from ..studies.demo import run_demo  # noqa: PLC0415 - it imports the trainer: only for this command
 
     if args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")

@@ -17,8 +17,15 @@ from .. import data as datasets
 from .. import models
 from ..checkpoint import CheckpointMeta
 from ..common import MissingDependency, atomic_write_text, resolve_device
-from ..evaluate import (available_attacks, eps_from_run, evaluate, markdown_table, report_dict, report_markdown,
-                        write_report)
+from ..evaluate import (
+    available_attacks,
+    eps_from_run,
+    evaluate,
+    markdown_table,
+    report_dict,
+    report_markdown,
+    write_report,
+)
 from ..evaluate.figures import plot_report
 from ..models import layouts
 from .shared import UserError, checkpoint_dataset, run_label

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # taylorat.train.curves loads the train package (trainer, objectives): only for this command
-    from ..train.curves import plot_histories, read_history
+    from ..train.curves import plot_histories, read_history  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
 
     histories = {}
     for d in args.run_dir:

@@ -38,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # the study runner trains: it loads the trainer and the objectives, which no other command needs
-    from ..studies import runner
-    from ..studies import study as studies
+    from ..studies import runner  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
+    from ..studies import study as studies  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
 
     if args.list:
         for name, title in studies.list_tables():
@@ -99,8 +99,8 @@ def _command(args: argparse.Namespace) -> str:
 
 def _dry_run(runs: list, out: Path, estimate: bool) -> int:
     """List the validated runs and what their folders hold; estimate the training time of those left to train."""
-    from ..bench.estimate import hours, measure  # loads the trainer, as run() does
-    from ..train.run_dir import run_dir_state
+    from ..bench.estimate import hours, measure  # noqa: PLC0415 - loads the trainer, as run() does
+    from ..train.run_dir import run_dir_state  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
 
     todo = []
     for r in runs:

@@ -18,8 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # the trainer and the objectives load only for this command (`taylorat eval` never imports them)
-    from ..train import load, train
-    from ..train.dryrun import dry_run
+    from ..train import load, train  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
+    from ..train.dryrun import dry_run  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
 
     cfg = load(args.config, args.overrides)
     if args.dry_run:

@@ -15,8 +15,17 @@ adds one of your own.
 from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
-from .registry import (DATASETS, DatasetSpec, available, geometry, load, locate, register_dataset, train_size,
-    unregister_dataset)
+from .registry import (
+    DATASETS,
+    DatasetSpec,
+    available,
+    geometry,
+    load,
+    locate,
+    register_dataset,
+    train_size,
+    unregister_dataset,
+)
 from .splits import Prepared, holdout_indices, holdout_split, prepare, stratified_subset
 
 from . import sets  # noqa: F401  isort: skip  (registers the built-in datasets)

@@ -1,7 +1,19 @@
 """Robustness evaluation on a fixed set of test images: clean, PGD-20, CW-20, AutoAttack, transfer, RayS."""
 
-from .registry import (AttackResult, AttackSpec, EvalContext, attack_eps, available_attacks, eps_from_run, expand,
-    get_attack, labels, register_alias, register_attack, unregister_attack)
+from .registry import (
+    AttackResult,
+    AttackSpec,
+    EvalContext,
+    attack_eps,
+    available_attacks,
+    eps_from_run,
+    expand,
+    get_attack,
+    labels,
+    register_alias,
+    register_attack,
+    unregister_attack,
+)
 from .report import markdown_table, report_dict, report_markdown, schema, write_report
 from .suite import EvalResult, check_images, evaluate, is_deterministic, masking_flags
 from .transfer import model_digest, transfer_examples

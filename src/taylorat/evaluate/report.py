@@ -62,7 +62,8 @@ def report_markdown(report: dict[str, Any], label: str) -> str:
                                                                    else "") for k, v in eps.items()))
     eot = s.get("eot", {})
     if eot.get("draws", 1) > 1:
-        lines.append(f"EOT: gradients averaged over {eot['draws']} draws ({eot.get('chosen')}); AutoAttack version rand")
+        lines.append(f"EOT: gradients averaged over {eot['draws']} draws ({eot.get('chosen')}); "
+                     "AutoAttack version rand")
     extra = report.get("extra", {})
     if extra.get("rays_adbd") is not None:
         lines.append(f"RayS average decision-boundary distance (ADBD): {extra['rays_adbd']:.4f} over clean-correct "

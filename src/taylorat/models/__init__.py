@@ -7,4 +7,5 @@ from .registry import available, check_name, create, examples, register, unregis
 # Importing the architecture modules registers them.
 from . import mobilenetv2, preact_resnet, small_cnn, vgg, wide_resnet  # noqa: E402,F401  isort: skip
 
-__all__ = ["adapt", "Classifier", "Normalize", "available", "check_name", "create", "examples", "register", "unregister"]
+__all__ = ["adapt", "Classifier", "Normalize", "available", "check_name", "create", "examples", "register",
+           "unregister"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..common import InputError
 
@@ -106,7 +107,6 @@ def adapt(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
     cached = model.__dict__.get("_taylorat_adapter")
     if cached is not None:
         return cached
-    from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(model, (DistributedDataParallel, nn.DataParallel)):
         raise InputError(DDP_HINT)

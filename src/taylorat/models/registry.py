@@ -99,7 +99,7 @@ def check_name(name: str) -> None:
     """Raise the one-line "unknown model" error unless ``name`` is registered (or fills a template,
     or is ``timm:<architecture>`` with timm installed)."""
     if isinstance(name, str) and name.startswith("timm:"):
-        from .timm_models import check_timm_name
+        from .timm_models import check_timm_name  # noqa: PLC0415 - imports timm, an optional extra
 
         check_timm_name(name)
         return
@@ -133,7 +133,7 @@ def create(
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     if name.startswith("timm:"):
-        from .timm_models import TimmClassifier
+        from .timm_models import TimmClassifier  # noqa: PLC0415 - imports timm, an optional extra
 
         model: Classifier = TimmClassifier(name[len("timm:"):], num_classes=num_classes, in_channels=in_channels,
                                            image_size=image_size, **kwargs)

@@ -35,7 +35,7 @@ class TimmClassifier(Classifier):
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__(num_classes, in_channels, image_size, mean, std)
         check_timm_name(PREFIX + arch)
-        import timm
+        import timm  # noqa: PLC0415 - optional extra [timm]
 
         kw: dict[str, Any] = dict(pretrained=False, num_classes=num_classes, in_chans=in_channels)
         try:

@@ -8,7 +8,16 @@ from .awp import AWP, AWPTrades  # isort: skip
 from .bases import Base, bases, get_base, methods, order_defaults, register_base, split_name, unregister_base
 from .combine import LossParts, with_taylor
 from .method import Method, Threat
-from .minimizers import ASAM, SAM, AWPMinimizer, Minimizer, frozen_bn_stats, make_minimizer, minimizer_options, minimizers
+from .minimizers import (
+           ASAM,
+           SAM,
+           AWPMinimizer,
+           Minimizer,
+           frozen_bn_stats,
+           make_minimizer,
+           minimizer_options,
+           minimizers,
+)
 from .pair import PairForward
 from .taylor import TaylorTerms, default_c, head_grad_rowsums, kl_to_target, soft_targets, taylor_terms
 from .weight_noise import SCOPES, noise_parameters, randomized_weights

@@ -18,7 +18,8 @@ from .bases import Base, register_base
 from .combine import LossParts, with_taylor
 
 
-def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor,
+               y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(boosted CE, misclassification-aware KL) of MART."""
     adv_probs = F.softmax(logits_adv, dim=1)
     top2 = torch.argsort(adv_probs, dim=1)[:, -2:]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..common import InputError
 from ..models.adapters import DDP_HINT, adapt
@@ -56,8 +58,6 @@ def refuse_bypassed_ddp(model: nn.Module) -> None:
     forward its gradients are never all-reduced. The right way: ``DDP(PairForward(model))`` and
     ``*_from_outputs`` on its outputs.
     """
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     if isinstance(model, (DDP, nn.DataParallel)):
         raise InputError(DDP_HINT)

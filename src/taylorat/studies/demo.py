@@ -19,8 +19,8 @@ from .. import data as datasets
 from ..common import MissingDependency, atomic_write_text, resolve_device
 from ..evaluate import evaluate, markdown_table
 from ..train import Config, from_dict, train
-from ..train.logs import format_event
 from ..train.curves import plot_histories
+from ..train.logs import format_event
 
 METHODS = ("trades", "trades+1st+2nd")
 EPS = 0.2  # l_inf radius on [0,1] digits (3.2 of the dataset's 16 grey levels)

@@ -51,10 +51,10 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
     training images minus PGD-20 on the tracked test images.
     """
     require("matplotlib", "plot", "drawing the study figure")
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional extra [plot]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional extra [plot]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.8), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

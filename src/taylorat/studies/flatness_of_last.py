@@ -10,6 +10,7 @@ run folder as ``flatness.json`` and reused while its settings are unchanged.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ def flatness_settings(spec: dict[str, Any], eval_settings: dict[str, Any]) -> di
 
 def flatness_of_last(cfg: Config, settings: dict[str, Any], device, progress: bool = False) -> dict[str, Any]:
     """``{"alphas", "clean", "clean_std", "pgd", "pgd_std", "settings", "seconds"}`` for ``cfg``'s run."""
-    import time
 
     out = Path(cfg.out_dir)
     cached = out / "flatness.json"

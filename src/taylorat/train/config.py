@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_type_hints
 
 import yaml
 
@@ -25,15 +25,12 @@ from ..data import available as available_datasets
 from ..models import check_name as check_model_name
 from ..objectives import ASAM, SAM, get_base, methods, minimizer_options, order_defaults, split_name
 from ..objectives.combine import resolve_eta2
-
-
-class ConfigError(InputError):
-    """A config value or key that cannot be used; the message names the fix."""
-
-
-def _ranged(default: Any, bound: str) -> Any:
-    """A field whose value (unless None) must be finite and ``bound``: ``>= 0``, ``> 0``, ``in [0, 1)``, ..."""
-    return field(default=default, metadata={"range": bound})
+from .config_types import ConfigError
+from .config_types import allowed as _allowed
+from .config_types import choice as _choice
+from .config_types import coerce as _coerce
+from .config_types import ranged as _ranged
+from .config_types import within as _within
 
 
 @dataclass
@@ -59,7 +56,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """``method.*``: the base method and Taylor order, their weights and the randomized-weight noise (docs/method.md)."""
+    """``method.*``: the base method and Taylor order, their weights, the randomized-weight noise (docs/method.md)."""
 
     name: str = "trades+1st+2nd"  # BASE[+1st[+2nd]], BASE a registered base: trades | at | mart | awp-trades
     beta: float = _ranged(6.0, ">= 0")  # 1/λ of TRADES (and MART's β); unused by at
@@ -189,66 +186,6 @@ class Config:
         return out
 
 
-_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
-
-
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _FRACTION.match(value)
-        try:
-            return float(m.group(1)) / float(m.group(2)) if m else float(value)
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise ConfigError(f"{key} must be a number (e.g. 0.031 or 8/255), got {value!r}")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    if get_origin(tp) is Literal:
-        if isinstance(value, bool) and "true" in get_args(tp):  # YAML reads true / false as booleans
-            value = "true" if value else "false"
-        return _choice(value, get_args(tp), key)
-    if get_origin(tp) is Union:
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        return _number(value, key)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    if tp is list or get_origin(tp) is list:
-        item = (get_args(tp) or (float,))[0]
-        if item is str or get_origin(item) is Literal:  # a list of names; a single name is a list of one
-            items = [value] if isinstance(value, str) else value
-            if isinstance(items, (list, tuple)) and all(isinstance(v, str) for v in items):
-                return [_coerce(v, item, key) for v in items]
-            raise ConfigError(f"{key} must be a list of names, got {value!r}")
-        if isinstance(value, (list, tuple)):
-            return [_number(v, key) for v in value]
-        raise ConfigError(f"{key} must be a list, got {value!r}")
-    if tp is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{key} must be a mapping, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")
-
-
 MOVED = {"method.awp_gamma": "minimizer.gamma", "method.awp_warmup": "minimizer.warmup"}
 
 
@@ -292,15 +229,6 @@ def _leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any, datacla
 
 def _all_keys(obj: Any) -> list[str]:
     return [key for key, *_ in _leaves(obj)]
-
-
-def _allowed(tp: Any) -> tuple[str, ...]:
-    """The values a ``Literal[...]`` (or a list of one, or an optional one) allows; () for any other type."""
-    if get_origin(tp) is Union:
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    if get_origin(tp) is list and get_args(tp):
-        tp = get_args(tp)[0]
-    return get_args(tp) if get_origin(tp) is Literal else ()
 
 
 def choices() -> dict[str, tuple[str, ...]]:
@@ -361,26 +289,6 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
-
-
-def _choice(value: Any, choices: tuple[str, ...], key: str) -> Any:
-    """``value`` if it is one of ``choices``; else one line naming them and the closest."""
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}{hint}")
-    return value
-
-
-def _within(value: float, bound: str) -> bool:
-    """Whether ``value`` is finite and satisfies ``bound``: ``>= a``, ``> a`` or ``in [a, b]`` (any brackets)."""
-    if not math.isfinite(value):
-        return False
-    if bound.startswith(">"):
-        op, lo = bound.split()
-        return value >= float(lo) if op == ">=" else value > float(lo)
-    lo, hi = (float(x) for x in bound[4:-1].split(","))
-    return (lo <= value if bound[3] == "[" else lo < value) and (value <= hi if bound[-1] == "]" else value < hi)
 
 
 def _check_declared(cfg: Config) -> None:

@@ -46,7 +46,7 @@ class TensorBoardSink:
 
     def __init__(self, out_dir: Path, config: dict[str, Any]):
         require("tensorboard", "tensorboard", "logging to TensorBoard")
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional extra [tensorboard]
 
         self.writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
         self.writer.add_text("config", "```\n" + str(config) + "\n```")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import models
+
 CONV_SHARE = 0.5  # convolutions' share of the multiply-adds above which a model counts as convolutional
 
 
@@ -50,7 +52,6 @@ def resolve_channels_last(setting: str, model: nn.Module, device: torch.device) 
     spec = getattr(model, "spec", None)
     if spec is None:
         return False, "auto: not a taylorat model"
-    from .. import models
 
     with torch.device("meta"):
         probe = models.create(**spec).eval()

@@ -43,7 +43,7 @@ def _nhwc_to_nchw(a: np.ndarray) -> torch.Tensor:
 
 
 def _load(name: str, data_dir: Path, download: bool) -> Dataset:
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # noqa: PLC0415 - read only when the dataset is loaded
 
     cls = getattr(tvd, _FILES[name][0])
     archive, folder = cls.filename, cls.base_folder

@@ -20,7 +20,7 @@ DIGITS_SPLIT_SEED = 0
 
 
 def _load(data_dir: Path, download: bool) -> Dataset:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - heavy: only when digits is loaded
 
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64)  # (1797, 8, 8), values 0..16

@@ -56,7 +56,7 @@ def _load(name: str, data_dir: Path, download: bool) -> Dataset:
         return _dataset(name, train_x, train_y, test_x, test_y, str(found_in), "idx files")
     if not download:
         raise not_found(name, data_dir, download, None, _WHAT) from None
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # noqa: PLC0415 - read only when the dataset is loaded
 
     cls = getattr(tvd, _SOURCES[name][0])
 

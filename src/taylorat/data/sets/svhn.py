@@ -25,7 +25,7 @@ def _find(d: Path) -> str | None:
 
 
 def _load(data_dir: Path, download: bool) -> Dataset:
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # noqa: PLC0415 - read only when the dataset is loaded
 
     def make(dl: bool):
         return (
