@@ -125,6 +125,11 @@ class CheckpointMeta:
         return self._section("method")
 
     @property
+    def minimizer(self) -> dict[str, Any]:
+        """How the run took its gradients: ``{"name": "sam", "rho": 0.05, ...}`` (empty before minimizers)."""
+        return self._section("minimizer")
+
+    @property
     def method_name(self) -> str | None:
         return self.method.get("name")
 
