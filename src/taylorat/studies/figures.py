@@ -16,6 +16,14 @@ def has_curves(runs: list[dict[str, Any]]) -> bool:
     return any(CURVE in (r.get("curves") or {}) for r in runs)
 
 
+def train_test_gap(r: dict[str, Any]) -> float | None:
+    """Last epoch's PGD-20 on the tracked training images minus on the tracked test images."""
+    c = r.get("curves") or {}
+    if c.get(TRAIN) and c.get(CURVE):
+        return c[TRAIN][-1] - c[CURVE][-1]
+    return None
+
+
 def band(runs: list[dict[str, Any]], label: str, key: str) -> dict[str, Any] | None:
     """One method's curve over its seeds, epoch by epoch: ``{"epoch", "mean", "lo", "hi", "seeds"}``.
 

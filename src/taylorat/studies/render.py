@@ -11,7 +11,8 @@ from typing import Any
 
 from ..evaluate import labels
 from ..evaluate.builtin import attack_metrics
-from .figures import has_curves
+from .figures import has_curves, train_test_gap
+from .flatness_page import flatness_section
 from .spread import MeanStd, seed_spread, seed_stats, within_spread
 from .study import pretty_label
 
@@ -113,6 +114,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
                   "robust generalisation gap, training-image accuracy minus test accuracy. Lines are means over "
                   "seeds, bands run from the lowest to the highest seed. Drawn from `results.json` (`curves` of "
                   "each run)."]
+    lines += flatness_section(runs, labels)
     lines += ["", "## Per seed", "",
               "| method | seed | " + " | ".join(n for _, n in present) + " | best epoch | train s | eval s |",
               "| --- | --- | " + " | ".join("---" for _ in present) + " | --- | --- | --- |"]
@@ -161,21 +163,13 @@ def _tracked(planned: list[Any]) -> str:
             + (" (the count of each run: `eval.track_*` under Setup)" if differ else ""))
 
 
-def _train_test_gap(r: dict[str, Any]) -> float | None:
-    """Last epoch's PGD-20 on the tracked training images minus on the tracked test images."""
-    c = r.get("curves") or {}
-    if c.get("track_train_pgd") and c.get("track_test_pgd"):
-        return c["track_train_pgd"][-1] - c["track_test_pgd"][-1]
-    return None
-
-
 def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
     """The `best` (selected) and `last` (final epoch) checkpoints side by side, their gap per method, and
     the robust generalisation gap (training-image minus test PGD-20 at the last epoch) when it was tracked."""
     rs = [r for r in runs if isinstance(r.get("last"), dict) and "pgd20" in r["last"]]
     if not rs:
         return []
-    tracked = all(_train_test_gap(r) is not None for r in rs)
+    tracked = all(train_test_gap(r) is not None for r in rs)
     lines = ["", "## Best and last checkpoints", "",
              "`best` is the epoch with the highest PGD-20 on the held-out split, `last` the final epoch; both "
              "on the same test images. Robust overfitting shows as best − last > 0."
@@ -195,7 +189,7 @@ def best_vs_last(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
         cols = [[r["pgd20"] for r in mine], [r["last"]["pgd20"] for r in mine], gaps[label],
                 [r["clean"] for r in mine], [r["last"].get("clean", float("nan")) for r in mine]]
         if tracked:
-            gen[label] = [_train_test_gap(r) for r in mine]
+            gen[label] = [train_test_gap(r) for r in mine]
             cols.append(gen[label])
         lines.append(f"| {label} | {len(mine)} | " + " | ".join(
             _pm_values(v) for v in cols)

@@ -36,6 +36,7 @@ from ..train import train
 from ..train.logs import format_event
 from .figures import has_curves, plot_curves
 from .flatness_of_last import flatness_of_last, flatness_settings
+from .flatness_page import plot_flatness_gap
 from .render import render_readme
 from .study import EvalSpec, RunSpec, Study, metrics, slug
 
@@ -348,6 +349,7 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     if has_curves(results["runs"]):
         plot_curves(results["runs"], study.labels(), out / "curves.png", study.title)
+    plot_flatness_gap(results["runs"], study.labels(), out / "flatness.png", study.title)  # runs with flatness
     page = render_readme(results, study)
     if (out / "landscape.png").exists() and not study.is_table:  # made by `taylorat landscape` (see below)
         a, b = (Path(runs_dir or "runs") / slug(m) / f"seed{study.seeds[0]}" / "best.safetensors"

@@ -1,0 +1,95 @@
+"""The flatness study: flatness of `last` in the records, reuse of a reproduced run's evaluation, the page."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from taylorat.cli import main
+from taylorat.studies import study as studies
+from taylorat.studies.flatness_page import flatness_section, pearson, plot_flatness_gap
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "configs" / "studies" / "flatness_cpu.yaml"
+TINY = [  # the shipped study, on synthetic 1x28x28 data, in seconds
+    "base.data.dataset=synthetic", "base.data.options={n_train: 120, n_test: 40, channels: 1, image_size: 28}",
+    "base.data.train_subset=60", "base.data.holdout=20", "base.optim.epochs=2", "base.optim.batch_size=30",
+    "base.attack.steps=2", "base.eval.n=20", "base.eval.steps=2", "base.eval.track_test=10",
+    "base.eval.track_train=10", "base.progress=false", "seeds=[0]", "evaluate.n=12", "evaluate.n_aa=0",
+    "evaluate.attacks=[clean, pgd20]", "evaluate.last=[clean, pgd20]",
+    "evaluate.flatness={alphas: [0.05, 0.1], draws: 2, n: 8, steps: 2}",
+]
+
+
+def test_shipped_flatness_study_validates():
+    st = studies.load(STUDY)
+    runs = st.runs("runs")
+    assert len(runs) == 18 and {r.seed for r in runs} == {0, 1, 2}
+    mz = {r.label: r.config.resolved_minimizer()["name"] for r in runs}
+    assert mz == {"trades": "none", "trades+1st+2nd": "none", "trades + SAM": "sam", "trades+1st+2nd + SAM": "sam",
+                  "trades + AWP": "awp", "trades+1st+2nd + AWP": "awp"}
+    # the robust-overfitting study's settings, so its records can be reused where a retrained run reproduces them
+    ro = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml").runs("runs")[0].config.to_dict()
+    mine = runs[0].config.to_dict()
+    for key in ("data", "model", "attack", "optim", "eval"):
+        assert mine[key] == ro[key], key
+    assert st.evaluate.flatness == {"alphas": [0.05, 0.1, 0.2], "draws": 5, "n": 500, "steps": 10, "seed": 0}
+    assert st.reuse and all((STUDY.parent / p).resolve().name == "results.json" for p in st.reuse)
+
+
+def test_bad_flatness_settings_are_one_line_errors():
+    with pytest.raises(studies.ConfigError, match="unknown evaluate.flatness key 'alpha'"):
+        studies.load(STUDY, ["evaluate.flatness={alpha: [0.1]}"])
+    with pytest.raises(studies.ConfigError, match="alphas must be a list of sizes > 0"):
+        studies.load(STUDY, ["evaluate.flatness={alphas: [0, 0.1]}"])
+
+
+def _rec(method, seed, pgd_mid, gap):
+    return {"method": method, "seed": seed, "curves": {"epoch": [1, 2], "track_train_pgd": [50, 50 + gap],
+                                                       "track_test_pgd": [40, 50]},
+            "flatness": {"alphas": [0.05, 0.1, 0.2], "clean": [0.01, 0.02 + pgd_mid / 10, 0.2],
+                         "pgd": [0.01, pgd_mid, 0.5], "clean_std": [0] * 3, "pgd_std": [0] * 3,
+                         "settings": {"n": 500, "draws": 5, "steps": 10, "eps": 0.1}}}
+
+
+def test_flatness_section_says_what_the_records_show(tmp_path):
+    runs = [_rec("trades", s, 0.30 + 0.01 * s, 20 + s) for s in range(3)] + \
+           [_rec("trades+1st+2nd", s, 0.50 + 0.01 * s, 30 + s) for s in range(3)]
+    text = "\n".join(flatness_section(runs, ["trades", "trades+1st+2nd"]))
+    assert "| trades | 3 | 0.010 ± 0.000 | 0.051 ± 0.001 | 0.200 ± 0.000 | 0.010 ± 0.000 | 0.310 ± 0.010 |" in text
+    assert "| 21.00 ± 1.00 |" in text and "| 31.00 ± 1.00 |" in text
+    assert "Flattest under attack (smallest mean PGD loss increase at α = 0.1): `trades` (0.310)" in text
+    r = pearson([0.30, 0.31, 0.32, 0.50, 0.51, 0.52], [20, 21, 22, 30, 31, 32])
+    assert r > 0.99 and f"flatness tracks the robust generalisation gap: Pearson r = {r:+.2f}" in text
+    assert "`trades+1st+2nd` vs `trades`: PGD loss increase +0.200 (outside the seed spread ±0.020): the Taylor " \
+           "terms make it sharper." in text
+    assert plot_flatness_gap(runs, ["trades", "trades+1st+2nd"], tmp_path / "f.png").stat().st_size > 5000
+    assert flatness_section([{k: v for k, v in r.items() if k != "flatness"} for r in runs], ["trades"]) == []
+    few = "\n".join(flatness_section(runs[:2], ["trades"]))
+    assert "2 runs so far: too few to say whether flatness tracks the gap" in few
+
+
+@pytest.mark.slow
+def test_a_reproduced_run_reuses_the_evaluation_and_adds_flatness(tmp_path):
+    only = ["--only", "trades,trades + SAM"]
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["reproduce", str(STUDY), *TINY, *only, "--runs-dir", str(first / "runs"), "--out",
+                 str(first / "out")]) == 0
+    res = json.loads((first / "out" / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in res["runs"]] == [("trades", 0), ("trades + SAM", 0)]
+    for r in res["runs"]:
+        f = r["flatness"]
+        assert f["alphas"] == [0.05, 0.1] and len(f["pgd"]) == 2 and f["settings"]["checkpoint"] == "last"
+        assert all(math.isfinite(v) for v in f["pgd"] + f["clean"]) and f["loss_at_w"]["pgd"] > 0
+        assert "reused" not in r
+    assert (first / "out" / "flatness.png").exists()
+    assert "## Flatness and the robust generalisation gap" in (first / "out" / "README.md").read_text()
+    # retrained from scratch in another folder, reusing the first results: same curves, so the evaluation is reused
+    assert main(["reproduce", str(STUDY), *TINY, *only, f"reuse=[{first / 'out' / 'results.json'}]",
+                 "--runs-dir", str(again / "runs"), "--out", str(again / "out")]) == 0
+    res2 = json.loads((again / "out" / "results.json").read_text())
+    for a, b in zip(res["runs"], res2["runs"]):
+        assert b["reused"]["method"] == a["method"] and b["curves"] == a["curves"]
+        assert (b["clean"], b["pgd20"], b["last"]) == (a["clean"], a["pgd20"], a["last"])
+        assert b["flatness"]["pgd"] == a["flatness"]["pgd"]  # measured again on the reproduced `last`: equal
