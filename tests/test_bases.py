@@ -6,22 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taylorat import models
+from helpers.tiny import batch, tiny_model
 from taylorat.objectives import AWP, Method, Threat, mart_taylor_from_outputs
 from taylorat.objectives.awp import perturbed_names
 from taylorat.train import from_dict, train
-
-
-def tiny_model(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return models.create("small_cnn", num_classes=10, in_channels=1, image_size=8).to(dtype).train()
-
-
-def batch(n=16, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=g, dtype=dtype)
-    x_adv = (x + 0.1 * (2 * torch.rand(x.shape, generator=g, dtype=dtype) - 1)).clamp(0, 1)
-    return x, x_adv, torch.randint(0, 10, (n,), generator=g)
 
 
 def grads(model, loss):

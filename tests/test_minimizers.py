@@ -11,25 +11,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.func import functional_call
 
-from taylorat import models
+from helpers.tiny import batch, tiny_model
 from taylorat.objectives import ASAM, AWP, SAM, AWPMinimizer, Method, PairForward, frozen_bn_stats
 from taylorat.train import from_dict, train
 from taylorat.train.config import ConfigError
 from taylorat.train.step import train_step
 
 RHO, LR = 0.05, 0.1
-
-
-def tiny_model(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return models.create("small_cnn", num_classes=10, in_channels=1, image_size=8).to(dtype).train()
-
-
-def batch(n=16, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=g, dtype=dtype)
-    x_adv = (x + 0.1 * (2 * torch.rand(x.shape, generator=g, dtype=dtype) - 1)).clamp(0, 1)
-    return x, x_adv, torch.randint(0, 10, (n,), generator=g)
 
 
 METHOD = Method(base="trades", eta=0.2, eta2=None, noise_std=0.0)  # TRADES+1st+2nd: the Taylor terms enter
