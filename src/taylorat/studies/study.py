@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,7 @@ class Study:
         wanted = set(only or self.labels())
         wanted |= {m["surrogate"] for m in self.methods if m["label"] in wanted and m.get("surrogate")}
         order = sorted(self.methods, key=lambda m: m["label"] not in {x.get("surrogate") for x in self.methods})
+        folders = run_folders(self.labels())
         out = []
         for s in self.seeds:  # seed-major, so a partial study already compares the methods
             for m in order:
@@ -166,7 +168,7 @@ class Study:
                     values = _merge(values, _read_config(m["config"], self.folder))
                 values = _merge(values, {k: v for k, v in m.items() if k not in RUN_KEYS})
                 values.update(seed=s, name=f"{self.name}/{m['label']}/seed{s}",
-                              out_dir=str(Path(runs_dir) / slug(m["label"]) / f"seed{s}"))
+                              out_dir=str(Path(runs_dir) / folders[m["label"]] / f"seed{s}"))
                 try:
                     cfg = from_dict(values, self.run_overrides)
                 except ConfigError as e:
@@ -208,11 +210,59 @@ def pretty_label(label: str) -> str:
     return label
 
 
+# the Greek alphabet spelled out, for folder names only (pages keep GREEK's round trip)
+_FOLD = {**GREEK, **dict(zip("αδζθικμνξοπρτυφχψωΓΔΘΛΞΠΣΦΨΩ",
+                             ["alpha", "delta", "zeta", "theta", "iota", "kappa", "mu", "nu", "xi", "omicron", "pi",
+                              "rho", "tau", "upsilon", "phi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
+                              "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega"]))}
+MAX_FOLDER = 64  # characters of a study's or a run's folder name: portable, and far below NAME_MAX
+
+
 def slug(label: str) -> str:
-    """An ASCII folder name for a run label (``1st+2nd (eta=0.2)`` -> ``1st_2nd_eta=0.2``)."""
-    keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_.=") else "_"
-                   for c in ascii_label(label).replace("+", "_"))
+    """An ASCII folder name for a run label (``1st+2nd (eta=0.2)`` -> ``1st_2nd_eta=0.2``; ``α`` -> ``alpha``).
+
+    Greek letters are spelled out, accents dropped (NFKD), anything else but letters, digits and ``-_.=``
+    becomes ``_``. :func:`run_folders` refuses labels whose names are empty, dots only, too long or equal.
+    """
+    text = "".join(_FOLD.get(c, c) for c in str(label)).replace("+", "_")
+    text = unicodedata.normalize("NFKD", text)
+    keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_.=") else ("" if unicodedata.combining(c) else "_")
+                   for c in text)
     return "_".join(filter(None, keep.split("_")))
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it can be one folder under ``--runs-dir``'s parent: no separator, no ``..``, not absolute,
+    at most :data:`MAX_FOLDER` characters; a one-line ConfigError otherwise (the folder is the command's to
+    choose, with ``--runs-dir`` and ``--out``, never the study file's)."""
+    if (not name or "/" in name or "\\" in name or ".." in name or "\0" in name or name.strip(". ") == ""
+            or Path(name).is_absolute() or len(name) > MAX_FOLDER):
+        raise ConfigError(f"study name {name[:80]!r} must be a plain folder name of at most {MAX_FOLDER} characters "
+                          "(no '/', '\\' or '..'); choose where the study goes with --runs-dir and --out")
+    return name
+
+
+def run_folders(labels: list[str]) -> dict[str, str]:
+    """Label -> folder name (:func:`slug`), checked to be usable and one-to-one.
+
+    A folder name must be non-empty, not dots only and at most :data:`MAX_FOLDER` characters; two labels whose
+    names are equal, ignoring case (``α`` and ``alpha``, ``η=0.2`` and ``eta=0.2``) are refused, naming both.
+    """
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for label in labels:
+        folder = slug(label)
+        if not folder.strip("."):
+            raise ConfigError(f"run label {str(label)[:80]!r} gives no usable folder name; use letters or digits")
+        if len(folder) > MAX_FOLDER:
+            raise ConfigError(f"run label {str(label)[:40]!r}... is too long for a folder name ({len(folder)} "
+                              f"characters, at most {MAX_FOLDER}); shorten it")
+        key = folder.casefold()
+        if key in seen:
+            raise ConfigError(f"run labels {seen[key]!r} and {label!r} share the folder name {folder!r}; "
+                              "rename one of them")
+        seen[key], out[label] = label, folder
+    return out
 
 
 def match_labels(study: Study, wanted: list[str]) -> list[str]:
@@ -264,6 +314,8 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
     labels = [m["label"] for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study run labels must be unique, got {labels}")
+    check_study_name(str(values["name"]))
+    run_folders(labels)
     for m in methods:
         for ref in ("surrogate", "baseline"):
             if m.get(ref) and m[ref] not in labels:

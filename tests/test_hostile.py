@@ -1,0 +1,94 @@
+"""Hostile input cannot escape or exhaust: study names and labels are safe folder names, checkpoint metadata is
+bounded by its tensors, every failure from the user's files, paths or machine is one line (never exit 70), and
+nothing is left behind."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taylorat.cli import main
+
+BASE = {"device": "cpu", "progress": False, "checkpoints": "none", "model": {"name": "small_cnn"},
+        "data": {"dataset": "synthetic", "holdout": 10,
+                 "options": {"n_train": 50, "n_test": 20, "channels": 1, "image_size": 8}},
+        "attack": {"eps": 0.1, "step": 0.03, "steps": 1}, "optim": {"epochs": 1, "batch_size": 20},
+        "eval": {"n": 10, "eps": 0.1, "step": 0.03, "steps": 1}}
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a folder)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "internal error" not in err
+    return lines[0]
+
+
+def study_file(folder: Path, name: str, labels: list[str]) -> Path:
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": BASE, "runs": [{"label": lab} for lab in labels],
+                                    "seeds": [0], "evaluate": {"n": 10, "attacks": ["clean"]}}, allow_unicode=True))
+    return path
+
+
+# ------------------------------------------------------------------ study names and labels -> folders
+@pytest.mark.parametrize("name", ["../../../escaped", "/some/other/folder", "a/b", "..", "a\\b", "x" * 300])
+@pytest.mark.parametrize("mode", [["--dry-run", "--no-estimate"], ["--render-only"], []])
+def test_a_study_name_is_never_a_path(tmp_path, monkeypatch, capsys, name, mode):
+    work = tmp_path / "w" / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    path = study_file(tmp_path, name, ["trades"])
+    before = tree(tmp_path)
+    assert main(["reproduce", str(path), *mode]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "study name" in err and "--runs-dir" in err
+    assert tree(tmp_path) == before
+
+
+def test_an_absolute_name_does_not_overwrite_that_folder(tmp_path, monkeypatch, capsys):
+    victim = tmp_path / "other" / "folder"
+    victim.mkdir(parents=True)
+    (victim / "README.md").write_text("mine\n")
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path, str(victim), ["trades"])
+    assert main(["reproduce", str(path), "--render-only"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "study name" in err and "--out" in err
+    assert sorted(p.name for p in victim.iterdir()) == ["README.md"] and (victim / "README.md").read_text() == "mine\n"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("labels, match", [
+    (["trades", ".."], "'..' gives no usable folder name"),
+    (["trades", "."], "'.' gives no usable folder name"),
+    (["trades", "+++"], "gives no usable folder name"),
+    (["α", "alpha"], "run labels 'α' and 'alpha' share the folder name 'alpha'"),
+    (["η=0.2", "eta=0.2"], "run labels 'η=0.2' and 'eta=0.2' share the folder name 'eta=0.2'"),
+    (["Trades", "trades"], "run labels 'Trades' and 'trades' share the folder name"),
+    (["trades", "x" * 300], "too long for a folder name (300 characters, at most 64)"),
+])
+@pytest.mark.parametrize("mode", [["--dry-run", "--no-estimate"], ["--render-only"]])
+def test_labels_map_to_distinct_short_folders(tmp_path, monkeypatch, capsys, labels, match, mode):
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path, "s", labels)
+    before = tree(tmp_path)
+    assert main(["reproduce", str(path), "--runs-dir", str(tmp_path / "runs"), *mode]) == 2
+    assert match in one_line(capsys.readouterr().err)
+    assert tree(tmp_path) == before
+
+
+def test_label_folders_are_ascii_and_distinct(tmp_path):
+    from taylorat.studies import study as studies
+
+    assert studies.run_folders(["α=0.1", "η=0.2", "trades+1st+2nd σ=0.01", "é", "1st+2nd (eta=0.2)"]) == {
+        "α=0.1": "alpha=0.1", "η=0.2": "eta=0.2", "trades+1st+2nd σ=0.01": "trades_1st_2nd_sigma=0.01", "é": "e",
+        "1st+2nd (eta=0.2)": "1st_2nd_eta=0.2"}
+    st = studies.load(study_file(tmp_path, "s", ["α", "b"]))
+    assert [Path(r.config.out_dir) for r in st.runs(tmp_path / "runs")] == [tmp_path / "runs" / "alpha" / "seed0",
+                                                                          tmp_path / "runs" / "b" / "seed0"]
