@@ -92,3 +92,97 @@ def test_label_folders_are_ascii_and_distinct(tmp_path):
     st = studies.load(study_file(tmp_path, "s", ["α", "b"]))
     assert [Path(r.config.out_dir) for r in st.runs(tmp_path / "runs")] == [tmp_path / "runs" / "alpha" / "seed0",
                                                                           tmp_path / "runs" / "b" / "seed0"]
+
+
+# ------------------------------------------------------------------ checkpoint metadata, bounded by its tensors
+def _write_raw(path: Path, header: bytes, body: bytes = b"") -> None:
+    path.write_bytes(len(header).to_bytes(8, "little") + header + body)
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory):
+    """A real small checkpoint and copies whose metadata lies: ``{name: path}``."""
+    from safetensors.torch import save_file
+
+    from taylorat import checkpoint as ckpt
+    from taylorat import models
+
+    root = tmp_path_factory.mktemp("crafted")
+    model = models.create("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    tensors = ckpt.model_tensors(model)
+    options = {"n_train": 50, "n_test": 20, "channels": 1, "image_size": 8}
+    meta = {"kind": "model", "model": model.spec, "config": {"data": {"dataset": "synthetic", "options": options}}}
+    ckpt.save(root / "good.safetensors", tensors, meta)
+
+    def variant(name: str, **changes) -> None:
+        m = json.loads(json.dumps(meta))
+        for key, value in changes.items():
+            node = m
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[last] = value
+        ckpt.save(root / f"{name}.safetensors", tensors, m)
+
+    variant("classes_1e7", **{"model.num_classes": 10**7})
+    variant("classes_1e10", **{"model.num_classes": 10**10})
+    variant("n_test_1e12", **{"config.data.options.n_test": 10**12})
+    variant("other_arch", **{"model.name": "wrn_16_2", "model.padding": 1})
+    variant("unknown_model", **{"model.name": "resnet9000"})
+    variant("unknown_option", **{"model.dropout": 0.5})
+    deep = "[" * 2000 + "]" * 2000
+    flat = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(flat, str(root / "nested.safetensors"), metadata={
+        "taylorat": json.dumps({"format": ckpt.FORMAT, "version": 1, "kind": "model", "model": model.spec})[:-1]
+        + f', "x": {deep}}}'})
+    save_file(flat, str(root / "huge_meta.safetensors"), metadata={
+        "taylorat": json.dumps({"format": ckpt.FORMAT, "version": 1, "pad": "x" * 20_000_000})})
+    _write_raw(root / "nested_header.safetensors", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    return root
+
+
+def test_a_real_checkpoint_still_loads(crafted):
+    from taylorat import checkpoint as ckpt
+
+    model, meta = ckpt.load_model(crafted / "good.safetensors")
+    assert model.spec["num_classes"] == 10 and meta["kind"] == "model"
+
+
+CRAFTED = [
+    ("classes_1e7", "holds 10000000, more than its tensors imply"),
+    ("classes_1e10", "holds 10000000000, more than its tensors imply"),
+    ("other_arch", "does not build"),
+    ("unknown_model", "unknown model 'resnet9000'"),
+    ("unknown_option", "does not build"),
+    ("nested", "nested more than 32 levels deep"),
+    ("nested_header", "nested more than 32 levels deep"),
+    ("huge_meta", "more than 16,000,000"),
+]
+
+
+@pytest.mark.parametrize("name, match", CRAFTED + [("n_test_1e12", "synthetic option n_test=1000000000000")])
+def test_crafted_metadata_is_refused_quickly_in_one_line(crafted, tmp_path, capsys, name, match):
+    import resource
+    import time
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    code = main(["eval", "--checkpoint", str(crafted / f"{name}.safetensors"), "--attacks", "clean", "--n", "4",
+                 "--out", str(tmp_path / "out")])
+    assert time.monotonic() - start < 5
+    assert code not in (0, 70)
+    assert match in one_line(capsys.readouterr().err)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 1_000_000  # KiB: nothing large allocated
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, match", CRAFTED)
+@pytest.mark.parametrize("command", ["export", "landscape"])
+def test_crafted_metadata_is_refused_by_every_loader(crafted, tmp_path, capsys, name, match, command):
+    path = str(crafted / f"{name}.safetensors")
+    argv = (["export", path, "--format", "state-dict", "--out", str(tmp_path / "out")] if command == "export" else
+            ["landscape", "--checkpoint", path, "--images", "1", "--steps", "3", "--out", str(tmp_path / "out")])
+    code = main(argv)
+    assert code not in (0, 70)
+    assert match in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
