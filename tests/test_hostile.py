@@ -23,7 +23,8 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 
 def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
+    """The one line a terminal shows: progress bars redraw (``\r``) and erase themselves on it."""
+    lines = [line.rsplit("\r", 1)[-1] for line in err.strip().split("\n")]
     assert len(lines) == 1, err
     assert "Traceback" not in err and "internal error" not in err
     return lines[0]
@@ -186,3 +187,146 @@ def test_crafted_metadata_is_refused_by_every_loader(crafted, tmp_path, capsys, 
     assert code not in (0, 70)
     assert match in one_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ one line for every failure of files, paths, machine
+TINY = ["device=cpu", "progress=false", "checkpoints=none", "data.dataset=synthetic", "data.holdout=10",
+        "data.options={n_train: 50, n_test: 20, channels: 1, image_size: 8}", "model.name=small_cnn",
+        "attack.eps=0.1", "attack.step=0.03", "attack.steps=1", "optim.epochs=1", "optim.batch_size=20",
+        "eval.n=10", "eval.eps=0.1", "eval.step=0.03", "eval.steps=1"]
+LONG = "n" * 300  # longer than any file system's NAME_MAX (255)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """Good and bad files for every command: a finished run, a finished tiny study, and files that are wrong."""
+    root = tmp_path_factory.mktemp("hostile")
+    assert main(["train", f"out_dir={root / 'run'}", *TINY]) == 0
+    study = study_file(root, "tiny", ["a"])
+    assert main(["reproduce", str(study), "--runs-dir", str(root / "study"), "--out", str(root / "page")]) == 0
+    (root / "latin1.yaml").write_bytes("optim: {epochs: 1}  # température\n".encode("latin-1"))
+    (root / "latin1_study.yaml").write_bytes(study.read_text().replace("tiny", "tïny").encode("latin-1"))
+    (root / "a_file").write_text("in the way\n")
+    (root / "folder").mkdir()
+    (root / "readonly").mkdir()
+    (root / "full").mkdir()  # on a full disk
+    (root / "corrupt_run").mkdir()
+    (root / "corrupt_run" / "metrics.jsonl").write_text('{"epoch": 1, "lr": 0.1}\n{"epoch": 2, "lr"\n')
+    (root / "binary_run").mkdir()
+    (root / "binary_run" / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n\xff\xfe\x00\n')
+    assert main(["reproduce", str(study), "--runs-dir", str(root / "corrupt_study"), "--out", str(root / "page2")]) == 0
+    eval_json = root / "corrupt_study" / "a" / "seed0" / "eval.json"
+    eval_json.write_text(eval_json.read_text()[:40])
+    torch_state = root / "state.pt"
+    import torch
+
+    from taylorat import models
+
+    torch.save(models.create("small_cnn", num_classes=10, in_channels=1, image_size=8).state_dict(), torch_state)
+    return root
+
+
+CKPT = "ROOT/run/best.safetensors"
+EVAL = ["eval", "--checkpoint", CKPT, "--attacks", "clean", "--n", "4", "--device", "cpu"]
+LAND = ["landscape", "--checkpoint", CKPT, "--images", "1", "--steps", "3", "--device", "cpu"]
+EXPORT = ["export", CKPT, "--format", "state-dict"]
+IMPORT = ["import", "ROOT/state.pt", "--model", "small_cnn", "--in-channels", "1", "--image-size", "8",
+          "--allow-pickle"]
+STUDY = ["reproduce", "ROOT/study.yaml", "--runs-dir", "ROOT/study"]
+BENCH = ["bench", "--device", "cpu", "--models", "small_cnn", "--methods", "trades", "--batch", "2", "--steps", "1",
+         "--warmup", "0", "--iters", "1", "--rounds", "1"]
+# (command line, what the one line says); ROOT is the fixture's folder
+FILE_CASES = [
+    (["train", "--config", "ROOT/latin1.yaml", "out_dir=ROOT/new", *TINY], "is not UTF-8 text"),
+    (["train", "--config", "ROOT/folder", "out_dir=ROOT/new", *TINY], "not found"),
+    (["train", "out_dir=ROOT/a_file", *TINY], "ROOT/a_file"),
+    (["train", "out_dir=ROOT/a_file/run", *TINY], "not a folder"),
+    (["train", f"out_dir=ROOT/{LONG}", *TINY], "file name too long"),
+    (["train", "out_dir=ROOT/readonly/run", *TINY], "permission denied"),
+    (["train", "out_dir=ROOT/full", *TINY], "no space left on the device"),
+    ([*EVAL[:2], "ROOT/folder", *EVAL[3:]], "ROOT/folder"),
+    ([*EVAL[:2], f"ROOT/{LONG}.safetensors", *EVAL[3:]], "ROOT/"),
+    ([*EVAL, "--out", "ROOT/a_file"], "ROOT/a_file"),
+    ([*EVAL, "--out", f"ROOT/{LONG}"], "file name too long"),
+    ([*EVAL, "--out", "ROOT/readonly/ev"], "permission denied"),
+    ([*EVAL, "--out", "ROOT/full"], "no space left on the device"),
+    (["reproduce", "ROOT/latin1_study.yaml", "--dry-run", "--no-estimate"], "is not UTF-8 text"),
+    (["reproduce", "ROOT/study.yaml", "--runs-dir", "ROOT/corrupt_study", "--render-only", "--out", "ROOT/new"],
+     "evaluation ROOT/corrupt_study/a/seed0/eval.json is not valid JSON"),
+    (["reproduce", "ROOT/study.yaml", "--runs-dir", "ROOT/corrupt_study", "--out", "ROOT/new"],
+     "evaluation ROOT/corrupt_study/a/seed0/eval.json is not valid JSON"),
+    ([*STUDY, "--render-only", "--out", "ROOT/a_file"], "ROOT/a_file"),
+    ([*STUDY, "--render-only", "--out", f"ROOT/{LONG}"], "file name too long"),
+    ([*STUDY, "--render-only", "--out", "ROOT/readonly/page"], "permission denied"),
+    ([*STUDY, "--render-only", "--out", "ROOT/full"], "no space left on the device"),
+    ([*LAND[:2], "ROOT/folder", *LAND[3:], "--out", "ROOT/new"], "ROOT/folder"),
+    ([*LAND, "--out", "ROOT/a_file"], "ROOT/a_file"),
+    ([*LAND, "--out", "ROOT/readonly/l"], "permission denied"),
+    ([*EXPORT, "--out", "ROOT/a_file"], "ROOT/a_file"),
+    ([*EXPORT, "--out", f"ROOT/{LONG}"], "file name too long"),
+    ([*EXPORT, "--out", "ROOT/full"], "no space left on the device"),
+    (["export", "ROOT/folder", "--format", "state-dict", "--out", "ROOT/new"], "ROOT/folder"),
+    ([*IMPORT, "--out", "ROOT/a_file/m.safetensors"], "ROOT/a_file: already exists and is in the way"),
+    ([*IMPORT, "--out", "ROOT/readonly/m.safetensors"], "permission denied"),
+    ([*IMPORT, "--out", "ROOT/full/m.safetensors"], "no space left on the device"),
+    (["import", "ROOT/folder", "--model", "small_cnn", "--allow-pickle", "--out", "ROOT/new.safetensors"],
+     "ROOT/folder"),
+    (["plot", "ROOT/corrupt_run", "--out", "ROOT/new.png"], "ROOT/corrupt_run/metrics.jsonl line 2 is not valid JSON"),
+    (["plot", "ROOT/binary_run", "--out", "ROOT/new.png"], "ROOT/binary_run/metrics.jsonl is not UTF-8 text"),
+    (["plot", "ROOT/run", "--out", "ROOT/folder"], "ROOT/folder"),
+    (["plot", "ROOT/run", "--out", f"ROOT/{LONG}.png"], "file name too long"),
+    (["plot", "ROOT/run", "--out", "ROOT/full/c.png"], "no space left on the device"),
+    ([*BENCH, "--out", "ROOT/folder"], "ROOT/folder: is a folder"),
+    (["demo", "--epochs", "1", "--device", "cpu", "--out", "ROOT/a_file"], "ROOT/a_file"),
+]
+
+
+def _id(case) -> str:
+    return " ".join(case[0][:1] + [a.replace("ROOT/", "")[:24] for a in case[0][1:] if "ROOT" in a])
+
+
+@pytest.mark.parametrize("argv, match", FILE_CASES, ids=[_id(c) for c in FILE_CASES])
+def test_every_command_reports_bad_paths_and_files_in_one_line(hostile, monkeypatch, capsys, argv, match):
+    import errno
+    import os
+
+    import taylorat.common
+
+    root = hostile
+    monkeypatch.chdir(root / "folder")
+    argv = [a.replace("ROOT", str(root)) for a in argv]
+    readonly, full = root / "readonly", root / "full"
+    readonly.chmod(0o555)
+    real_open, real_mkdir, real_fsync = os.open, os.mkdir, os.fsync
+
+    def refuse(path, what: int) -> None:
+        p = os.path.abspath(os.fspath(path))
+        if p.startswith(str(readonly) + os.sep) and (os.geteuid() == 0 or what == errno.ENOSPC):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), p)  # root ignores the mode bits
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            refuse(path, errno.EACCES)
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+        refuse(path, errno.EACCES)
+        return real_mkdir(path, *args, **kwargs)
+
+    def fake_fsync(fd):
+        if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(full)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a write on a full disk names no file
+        return real_fsync(fd)
+
+    monkeypatch.setattr(taylorat.common.os, "open", fake_open)
+    monkeypatch.setattr(taylorat.common.os, "mkdir", fake_mkdir)
+    monkeypatch.setattr(taylorat.common.os, "fsync", fake_fsync)
+    before = tree(root)
+    try:
+        code = main(argv)
+    finally:
+        readonly.chmod(0o755)
+    err = one_line(capsys.readouterr().err)
+    assert code not in (0, 70), err
+    assert match.replace("ROOT", str(root)) in err
+    assert tree(root) == before

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from ..common import read_text
 from ..evaluate import available_attacks, labels
 from ..evaluate.builtin import ATTACK_OPTIONS, attack_metrics, attack_options
 from ..train import Config, ConfigError, from_dict
@@ -188,7 +189,10 @@ def _read_config(rel: str, study_dir: Path | None) -> dict[str, Any]:
     path = Path(rel) if Path(rel).is_absolute() or study_dir is None else study_dir / rel
     if not path.is_file():
         raise ConfigError(f"run config {rel} not found (looked for {path}); give a path relative to the study file")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(read_text(path, "run config")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"run config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
     values.pop("out_dir", None)
     return values
 
@@ -384,7 +388,7 @@ def load(path_or_table: str | Path, overrides: list[str] | None = None, **kw) ->
         raise ConfigError(f"study file {p} not found; give a YAML file (see configs/studies/) or a paper table "
                           f"({names})")
     try:
-        values = yaml.safe_load(p.read_text())
+        values = yaml.safe_load(read_text(p, "study file"))
     except yaml.YAMLError as e:
         raise ConfigError(f"study file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
     return from_values(values, str(path_or_table), overrides, is_table=is_table, folder=p.resolve().parent, **kw)
