@@ -330,3 +330,61 @@ def test_every_command_reports_bad_paths_and_files_in_one_line(hostile, monkeypa
     assert code not in (0, 70), err
     assert match.replace("ROOT", str(root)) in err
     assert tree(root) == before
+
+
+# ------------------------------------------------------------------ AutoAttack by name: standard or the paper's script
+def test_eval_configures_the_papers_autoattack_by_name(tmp_path, monkeypatch):
+    import pyautoattack
+
+    from taylorat import checkpoint as ckpt
+    from taylorat import models
+
+    made = []
+
+    class Spy(pyautoattack.AutoAttack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        def run_standard_evaluation(self, x, y, batch_size=250, **kwargs):  # the configuration is what is checked
+            self.logger.info("robust accuracy after APGD-CE: 50.00% (total time 0.0 s)")
+            return x.clone(), y
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Spy)
+    path = tmp_path / "m.safetensors"
+    ckpt.save_model(path, models.create("small_cnn", num_classes=10, in_channels=1, image_size=8),
+                    {"config": {"data": {"dataset": "digits"}}})
+    base = ["eval", "--checkpoint", str(path), "--attacks", "clean,aa", "--n", "8", "--device", "cpu"]
+    assert main([*base, "--aa-version", "reference", "--out", str(tmp_path / "ref")]) == 0
+    lib = made[-1]
+    assert (lib.version, lib.attacks_to_run, lib.apgd.n_restarts, lib.apgd_targeted.n_restarts) == (
+        "custom", ["apgd-ce", "apgd-t"], 2, 2)
+    rep = json.loads((tmp_path / "ref" / "report.json").read_text())
+    aa = rep["settings"]["aa"]
+    assert (aa["version"], aa["attacks"], aa["restarts"]) == ("reference", ["apgd-ce", "apgd-t"], 2)
+    md = (tmp_path / "ref" / "report.md").read_text()
+    assert "AutoAttack version reference: apgd-ce, apgd-t, 2 restarts each" in md
+    assert main([*base, "--out", str(tmp_path / "std")]) == 0  # standard stays the default (RobustBench)
+    assert made[-1].version == "standard" and made[-1].attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    aa = json.loads((tmp_path / "std" / "report.json").read_text())["settings"]["aa"]
+    assert aa["version"] == "standard" and "restarts" not in aa
+    assert "AutoAttack version standard: apgd-ce, apgd-t, fab-t, square" in (tmp_path / "std" / "report.md").read_text()
+
+
+def test_a_study_chooses_the_autoattack_version_and_standard_records_stay_as_they_were(tmp_path):
+    from taylorat.studies import runner
+    from taylorat.studies import study as studies
+    from taylorat.train import ConfigError
+
+    path = study_file(tmp_path, "s", ["a"])
+    std = studies.load(path, ["evaluate.attacks=[clean, aa]", "evaluate.n_aa=4"])
+    ref = studies.load(path, ["evaluate.attacks=[clean, aa]", "evaluate.n_aa=4", "evaluate.aa_version=reference"])
+    run = std.runs(tmp_path / "runs")[0]
+    assert "aa_version" not in runner._eval_settings(std, run) and "aa_version" not in std.to_dict()["evaluate"]
+    assert runner._eval_settings(ref, ref.runs(tmp_path / "runs")[0])["aa_version"] == "reference"
+    assert ref.to_dict()["evaluate"]["aa_version"] == "reference"
+    with pytest.raises(ConfigError, match="evaluate.aa_version must be one of standard, reference"):
+        studies.load(path, ["evaluate.aa_version=custom"])
+    from taylorat.studies.render import _aa_version
+
+    assert _aa_version(std) == "" and "APGD-CE + APGD-T, 2 restarts each" in _aa_version(ref)

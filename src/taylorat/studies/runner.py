@@ -69,7 +69,8 @@ def _attack_settings(e: EvalSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         if o.subset_always:
             always[o.subset] = getattr(e, o.subset) if name in e.attacks else 0
         if name in e.attacks:
-            asked.update({k: getattr(e, k) for k in o.options})
+            asked.update({k: getattr(e, k) for k, v in o.options.items()
+                          if k not in o.recorded_if_set or getattr(e, k) != v})
             if o.subset and not o.subset_always:
                 asked[o.subset] = getattr(e, o.subset) or e.n
     return always, asked

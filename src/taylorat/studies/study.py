@@ -39,7 +39,7 @@ import yaml
 
 from ..common import read_text
 from ..evaluate import available_attacks, labels
-from ..evaluate.builtin import ATTACK_OPTIONS, attack_metrics, attack_options
+from ..evaluate.builtin import AA_VERSIONS, ATTACK_OPTIONS, attack_metrics, attack_options
 from ..train import Config, ConfigError, from_dict
 from ..train.config import parse_overrides
 
@@ -178,7 +178,9 @@ class Study:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        evaluate = {k: v for k, v in self.evaluate.__dict__.items() if k != "flatness" or v}  # {}: not measured
+        unset = {k: v for o in ATTACK_OPTIONS.values() for k, v in o.options.items() if k in o.recorded_if_set}
+        evaluate = {k: v for k, v in self.evaluate.__dict__.items()  # flatness {}: not measured; aa_version standard
+                    if (k != "flatness" or v) and not (k in unset and v == unset[k])}
         out = {"name": self.name, "title": self.title, "base": self.base, "runs": self.methods,
                "seeds": self.seeds, "evaluate": evaluate, "run_overrides": self.run_overrides}
         return {**out, "reuse": self.reuse} if self.reuse else out
@@ -349,6 +351,8 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
     if not isinstance(spec.attack_eps, dict) or any(a not in available_attacks() for a in spec.attack_eps):
         raise ConfigError(f"study evaluate.attack_eps must map attack names to radii, got {spec.attack_eps!r}")
     _check_counts(spec)
+    if spec.aa_version not in AA_VERSIONS:
+        raise ConfigError(f"study evaluate.aa_version must be one of {', '.join(AA_VERSIONS)}, got {spec.aa_version!r}")
     if "transfer" in spec.attacks and not any(m.get("surrogate") for m in methods):
         raise ConfigError("study evaluate.attacks has 'transfer' but no run names a surrogate")
     if schedule not in (None, "paper", "short"):
