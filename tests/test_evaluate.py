@@ -229,3 +229,33 @@ def test_eot_averages_the_gradient_over_draws():
     x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
     kw = dict(eps=0.1, step=0.02, steps=3, start="none")
     assert torch.equal(pgd(m, x, y, **kw), pgd(m, x, y, eot=4, **kw))
+
+
+def test_eval_runs_the_papers_autoattack_by_name(tmp_path, monkeypatch):
+    """``--aa-version reference``: the library's custom version, APGD-CE + APGD-T with 2 restarts each."""
+    import pyautoattack
+
+    from taylorat import models
+
+    made = []
+
+    class Spy(pyautoattack.AutoAttack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Spy)
+    path = tmp_path / "m.safetensors"
+    ckpt.save_model(path, models.create("small_cnn", num_classes=10, in_channels=1, image_size=8),
+                    {"config": {"data": {"dataset": "digits"}}})
+    base = ["eval", "--checkpoint", str(path), "--attacks", "clean,aa", "--n", "4", "--device", "cpu"]
+    assert main([*base, "--aa-version", "reference", "--out", str(tmp_path / "ref")]) == 0
+    lib = made[-1]
+    assert (lib.version, lib.attacks_to_run, lib.apgd.n_restarts, lib.apgd_targeted.n_restarts) == (
+        "custom", ["apgd-ce", "apgd-t"], 2, 2)
+    rep = json.loads((tmp_path / "ref" / "report.json").read_text())
+    aa = rep["settings"]["aa"]
+    assert (aa["version"], aa["attacks"], aa["restarts"]) == ("reference", ["apgd-ce", "apgd-t"], 2)
+    md = (tmp_path / "ref" / "report.md").read_text()
+    assert "AutoAttack version reference: apgd-ce, apgd-t, 2 restarts each" in md
+    assert set(rep["extra"]["aa_per_attack"]) <= {"apgd-ce", "apgd-t"}  # the library ran only those

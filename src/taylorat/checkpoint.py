@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import models
 from .common import InputError, atomic_write_bytes
@@ -198,7 +200,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: b
         header_len = int.from_bytes(raw[:8], "little")
         if len(raw) < 8 or header_len > len(raw) - 8:
             raise InputError("truncated or not safetensors")
-        header = json.loads(raw[8 : 8 + header_len])
+        header = parse_json(raw[8 : 8 + header_len], MAX_HEADER_CHARS, f"{path}'s safetensors header")
         if not isinstance(header, dict):
             raise InputError("header is not a JSON object")
         data = st_load(raw) if tensors else {}
@@ -212,7 +214,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: b
         raise CheckpointError(f"{path} is a safetensors file without taylorat metadata; "
                               "it was not written by taylorat")
     try:
-        meta = json.loads(meta_raw)
+        meta = parse_json(meta_raw, MAX_META_CHARS, f"{path}'s taylorat metadata")
+    except CheckpointError:
+        raise
     except ValueError:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -222,21 +226,118 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: b
     return {k: v.to(device) for k, v in data.items()}, meta
 
 
+# ------------------------------------------------------------------ metadata, validated before use
+MAX_HEADER_CHARS = 100_000_000  # safetensors' own limit on its header
+MAX_META_CHARS = 16_000_000  # the JSON state: a long run's history is well under 1 MB
+MAX_DEPTH = 32  # nesting of the JSON state (taylorat writes 5 levels)
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a bracket
+
+
+def parse_json(text: str | bytes, max_chars: int, what: str) -> Any:
+    """``json.loads(text)`` once its size and nesting are known to be bounded (a one-line CheckpointError
+    otherwise), so a crafted file can neither exhaust memory nor the parser's recursion."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if len(data) > max_chars:
+        raise CheckpointError(f"{what} is {len(data):,} bytes, more than {max_chars:,}; the file is not a taylorat "
+                              "checkpoint or was altered")
+    depth = deepest = 0
+    for m in _JSON_TOKEN.finditer(data):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                raise CheckpointError(f"{what} is nested more than {MAX_DEPTH} levels deep; the file is not a "
+                                      "taylorat checkpoint or was altered")
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return json.loads(data)
+
+
+def _ints(value: Any) -> list[int]:
+    """Every integer (not bool) in a JSON value."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ints(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _ints(v)]
+    return []
+
+
+class _SkipInit(TorchFunctionMode):
+    """Weight initialisation as a no-op: on meta tensors it only costs time (and imports the compiler)."""
+
+    SKIP = frozenset(getattr(torch.Tensor, n) for n in ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "clamp_",
+                                                         "mul_", "add_", "random_", "bernoulli_", "copy_"))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.SKIP and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def build_model(spec: Any, tensors: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """The model a checkpoint's spec names, built only once it is known to fit the tensors in the same file.
+
+    Every integer of the spec (classes, channels, sizes, a template's depth) is bounded by what the tensors
+    imply (their largest dimension or their count); the model is then built on the ``meta`` device (no
+    memory) and every tensor's shape compared, so a spec that claims 10**10 classes, another architecture
+    or an option the architecture does not take is a one-line CheckpointError before anything is allocated.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"{source} holds no model spec; it is not a model checkpoint")
+    try:
+        models.check_name(spec["name"])
+    except InputError as e:
+        raise CheckpointError(f"{source}: {e}; the file was altered or needs a plug-in (TAYLORAT_PLUGINS)") from None
+    state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    bound = max([len(state), *(d for v in state.values() for d in v.shape)], default=0)
+    name_ints = [int(v) for v in re.findall(r"\d+", spec["name"])]  # a template's fields (wrn_<depth>_<width>)
+    too_big = [i for i in _ints(spec) + name_ints if abs(i) > bound]
+    if too_big:
+        raise CheckpointError(f"{source}: its model spec holds {too_big[0]}, more than its tensors imply (at most "
+                              f"{bound}); the file was altered or belongs to another model")
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        with torch.device("meta"), _SkipInit():
+            probe = models.create(spec["name"], **kwargs)
+    except (TypeError, ValueError) as e:  # an unknown model, an option it does not take, a bad value
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{source}: its model spec does not build ({first[:200]}); the file was altered "
+                              "or needs a plug-in (TAYLORAT_PLUGINS)") from None
+    detail = _misfit({k: tuple(v.shape) for k, v in probe.state_dict().items()},
+                     {k: tuple(v.shape) for k, v in state.items()})
+    if detail:
+        raise CheckpointError(f"{source} does not fit this model ({detail}); its model spec ({spec['name']}) was "
+                              "altered or it was written for another architecture")
+    del probe
+    return models.create(spec["name"], **kwargs)
+
+
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+
+
+def _misfit(own: Mapping[str, tuple[int, ...]], state: Mapping[str, tuple[int, ...]]) -> str:
+    """What keeps ``state`` (name -> shape) from loading into a model with ``own``; empty when it fits."""
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k] != state[k])
+    return "; ".join(d for d in (f"missing {missing[:3]}" if missing else "",
+                                 f"unexpected {extra[:3]}" if extra else "",
+                                 f"shape mismatch at {bad[:3]}: {state[bad[0]]} in the file, {own[bad[0]]} here"
+                                 if bad else "") if d)
 
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load the ``model.*`` tensors into ``model``; every key and shape must match."""
     state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or extra or bad:
-        detail = "; ".join(d for d in (f"missing {missing[:3]}" if missing else "",
-                                       f"unexpected {extra[:3]}" if extra else "",
-                                       f"shape mismatch at {bad[:3]}" if bad else "") if d)
+    detail = _misfit({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                     {k: tuple(v.shape) for k, v in state.items()})
+    if detail:
         raise CheckpointError(f"{source} does not fit this model ({detail}); it was written for another architecture")
     model.load_state_dict(state, strict=True)
 
@@ -249,10 +350,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any] |
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model named in the checkpoint and load its weights strictly. Returns (model, meta)."""
     tensors, meta = load(path, device)
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise CheckpointError(f"{path} holds no model spec; it is not a model checkpoint")
-    model = models.create(**spec).to(device)
+    model = build_model(meta.get("model"), tensors, str(path)).to(device)
     load_state_strict(model, tensors, str(path))
     model.eval()
     return model, meta

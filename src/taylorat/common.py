@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import importlib
 import importlib.util
@@ -70,9 +71,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # a failed write (disk full) names no file: name ours
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -83,6 +86,66 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+# ------------------------------------------------------------------ reading the user's files
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file; one-line InputError when it is not text. OSErrors (not found, a folder, permission)
+    keep their file name, for the command line's one line."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                         "give a text file saved as UTF-8") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file", fix: str = "repair or delete it") -> Any:
+    """A JSON file; one-line InputError naming the file, the line and ``fix`` when it is not valid JSON."""
+    import json
+
+    try:
+        return json.loads(read_text(path, what))
+    except (json.JSONDecodeError, RecursionError) as e:
+        where = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "nested too deep"
+        raise InputError(f"{what} {path} is not valid JSON ({where}); {fix}") from None
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "file", fix: str = "repair or delete it") -> list[Any]:
+    """One JSON value per non-empty line; one-line InputError naming the file, the line and ``fix``."""
+    import json
+
+    out = []
+    for i, line in enumerate(read_text(path, what).splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except (json.JSONDecodeError, RecursionError):
+                raise InputError(f"{what} {path} line {i} is not valid JSON; {fix}") from None
+    return out
+
+
+_OS_FIXES = {
+    errno.ENOENT: "no such file or folder; check the path",
+    errno.EISDIR: "is a folder; give a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; give a folder path",
+    errno.EACCES: "permission denied; choose a place you can read and write, or change its permissions",
+    errno.EPERM: "operation not permitted; choose a place you can read and write, or change its permissions",
+    errno.ENOSPC: "no space left on the device; free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
+    errno.ENAMETOOLONG: "file name too long; use shorter names or a shorter path",
+    errno.EEXIST: "already exists and is in the way; remove it or choose another path",
+    errno.EROFS: "read-only file system; write elsewhere",
+    errno.ENOTEMPTY: "folder not empty; remove its contents or choose another path",
+    errno.ELOOP: "too many symbolic links; check the path",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an operating-system error on the user's files: the path(s), what happened and the fix."""
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    what = _OS_FIXES.get(e.errno) if e.errno is not None else None
+    what = what or f"{e.strerror or type(e).__name__} (errno {e.errno}); check the path and the device"
+    return f"{paths}: {what}" if paths else what
 
 
 def resolve_device(name: str) -> torch.device:

@@ -63,8 +63,13 @@ class _Capture(logging.Handler):
         super().close()
 
 
-# the sub-attacks of each version (the library's "rand" runs them with EOT over 20 draws, for randomized models)
-ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "rand": ["apgd-ce", "apgd-dlr"]}
+# the sub-attacks of each version (the library's "rand" runs them with EOT over 20 draws, for randomized models);
+# "reference" is what the paper's eval_autoattack.py runs: the library's version='custom' with APGD-CE and APGD-T,
+# 2 restarts each (their README says "standard"; RobustBench's leaderboard uses standard)
+ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "reference": ["apgd-ce", "apgd-t"],
+           "rand": ["apgd-ce", "apgd-dlr"]}
+REFERENCE_RESTARTS = 2
+VERSIONS = ("standard", "reference")  # what a user chooses; "rand" is chosen for randomized models (EOT)
 _AFTER = re.compile(r"robust accuracy after (\S+): ([0-9.]+)%")
 
 
@@ -75,7 +80,8 @@ def library_version() -> str:
 
 
 class AutoAttack(Attack):
-    """The ``standard`` AutoAttack ensemble; ``forward`` returns the library's adversarial images."""
+    """The AutoAttack ensemble: ``standard`` (RobustBench), ``reference`` (the paper's script: APGD-CE + APGD-T,
+    2 restarts each) or ``rand`` (randomized models); ``forward`` returns the library's adversarial images."""
 
     name = "autoattack"
 
@@ -85,13 +91,16 @@ class AutoAttack(Attack):
         self.progress = progress
         if norm not in ("linf", "l2"):
             raise InputError(f"AutoAttack norm must be linf or l2, got {norm!r}")
+        if version not in ATTACKS:
+            raise InputError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
         self.eps, self.norm, self.version, self.seed, self.batch_size = eps, norm, version, seed, batch_size
         self.last: AutoAttackResult | None = None
 
     def settings(self) -> dict:
-        return {"name": self.name, "library": f"pyautoattack {library_version()}", "version": self.version,
-                "eps": self.eps, "norm": self.norm, "seed": self.seed,
-                "attacks": ATTACKS.get(self.version)}
+        out = {"name": self.name, "library": f"pyautoattack {library_version()}", "version": self.version,
+               "eps": self.eps, "norm": self.norm, "seed": self.seed,
+               "attacks": ATTACKS.get(self.version)}
+        return {**out, "restarts": REFERENCE_RESTARTS} if self.version == "reference" else out
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.run(images, labels)[0]
@@ -102,8 +111,14 @@ class AutoAttack(Attack):
         from pyautoattack import AutoAttack as LibAutoAttack  # noqa: PLC0415 - optional extra [aa]
 
         device = images.device
-        lib = LibAutoAttack(self.model, eps=self.eps, norm={"linf": "Linf", "l2": "L2"}[self.norm],
-                            version=self.version, seed=self.seed, device=device)
+        norm = {"linf": "Linf", "l2": "L2"}[self.norm]
+        if self.version == "reference":  # the paper's eval_autoattack.py
+            lib = LibAutoAttack(self.model, eps=self.eps, norm=norm, version="custom", seed=self.seed, device=device,
+                                attacks=list(ATTACKS["reference"]))
+            lib.apgd.n_restarts = lib.apgd_targeted.n_restarts = REFERENCE_RESTARTS
+        else:
+            lib = LibAutoAttack(self.model, eps=self.eps, norm=norm, version=self.version, seed=self.seed,
+                                device=device)
         attacks = ATTACKS.get(self.version)
         handler = _Capture(attacks, self.progress, len(labels))
         logger = logging.getLogger("auto-attack")

@@ -1,26 +1,31 @@
 """Command line: ``taylorat train | eval | reproduce | landscape | export | import | plot | bench | demo``.
 
 Each command is a module here with ``add_parser(subparsers)`` (its options) and ``run(args)`` (its work).
-taylorat's own errors are one line (exit 2 for bad input, or the error's own code); any other exception
-keeps its traceback (exit 70).
+taylorat's own errors are one line (exit 2 for bad input, or the error's own code), and so are the failures of the
+user's files, paths and machine: an operating-system error (exit 74, naming the path and the fix) and a file that
+is not UTF-8 text, JSON or YAML (exit 2); any other exception keeps its traceback (exit 70).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 
+import yaml
+
 from .. import __version__
-from ..common import TayloratError, load_plugins_from_env
+from ..common import TayloratError, describe_os_error, load_plugins_from_env
 from . import bench, demo, export, import_, landscape, plot, reproduce, train
 from . import eval as eval_
 from .shared import CommandParser, UserError
 
-__all__ = ["EXIT_BUG", "EXIT_USAGE", "UserError", "build_parser", "main"]
+__all__ = ["EXIT_BUG", "EXIT_IO", "EXIT_USAGE", "UserError", "build_parser", "main"]
 
 EXIT_USAGE = 2
 EXIT_BUG = 70  # EX_SOFTWARE: an internal error, printed with its traceback
+EXIT_IO = 74  # EX_IOERR: the operating system refused a file (not found, permission, disk full, name too long, ...)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 COMMANDS = (train, eval_, reproduce, landscape, export, import_, plot, bench, demo)  # the order of --help
@@ -62,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("taylorat: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # the user's paths or machine: not found, a folder, permission, disk full, name too long
+        print(f"taylorat: error: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_IO
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:  # a file whose path was not known here
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"taylorat: error: a file given to taylorat {args.command} is not readable text, JSON or YAML "
+              f"({type(e).__name__}: {first[:200]}); check the files you gave", file=sys.stderr)
+        return EXIT_USAGE
     except Exception:  # noqa: BLE001 - a bug: keep the traceback, ask for a report
         traceback.print_exc()
         print(f"taylorat {__version__}: internal error (the traceback above); this is a bug in taylorat, please "

@@ -56,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --arch: read a .pt file with torch.load(weights_only=True) (tensors only)")
     e.add_argument("--surrogate", help="checkpoint the transfer examples are made on")
     e.add_argument("--cache-dir", help="where transfer examples are cached (default OUT/transfer_cache)")
+    e.add_argument("--aa-version", choices=["standard", "reference"], default="standard",
+                   help="AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square; RobustBench, the default) or reference "
+                        "(the paper's eval_autoattack.py: APGD-CE + APGD-T, 2 restarts each)")
     e.add_argument("--rays-queries", type=int, default=10_000, help="RayS query budget per image")
     e.add_argument("--eot", type=int, help="gradient draws per step for a randomized model (PGD/CW average over them, "
                                            "AutoAttack runs its rand version); default: 20 when two forward passes "
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed, batch_size=args.batch_size, precision=args.precision, surrogate=surrogate,
                        surrogate_id=surrogate_id,
                        cache_dir=args.cache_dir or (Path(args.out) / "transfer_cache" if args.out else None),
-                       rays_queries=args.rays_queries, eot=args.eot)
+                       rays_queries=args.rays_queries, eot=args.eot, aa_version=args.aa_version)
         report = report_dict(res, checkpoint=str(path), model=meta.model_name, dataset=ds.name, split="test",
                              seed=args.seed, method=meta.label, trained_epoch=meta.epoch)
         md = report_markdown(report, meta.label)

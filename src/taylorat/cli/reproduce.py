@@ -4,11 +4,10 @@ the paper."""
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
-from ..common import atomic_write_text
+from ..common import atomic_write_text, read_json
 from .shared import UserError
 
 
@@ -71,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.render_only:
         records = runner.collect(st, runs_dir)
         if not records and (out / "results.json").is_file():  # no runs here: re-render the published records
-            records = json.loads((out / "results.json").read_text())["runs"]
-            command = json.loads((out / "results.json").read_text()).get("command", command)
+            published = read_json(out / "results.json", "results", "delete it or restore it from version control")
+            records, command = published["runs"], published.get("command", command)
         res = runner.write_results(st, records, out, runs_dir, command)
     elif args.jobs > 1:
         res, failed = runner.run_study_parallel(st, runs_dir, out, args.jobs, only, command=command)

@@ -4,7 +4,8 @@
 * ``pgd20``: PGD-20 with cross-entropy, uniform random start (reference ℓ∞ settings:
   ε = 0.031, step 0.003; ℓ2: ε = 128/255, step 15/255);
 * ``cw20``: the CW margin loss (κ = 50) optimised by the same PGD core;
-* ``aa``: AutoAttack ``standard`` through the maintained library, fixed seed, ℓ∞ ε = 8/255;
+* ``aa``: AutoAttack through the maintained library, fixed seed, ℓ∞ ε = 8/255: ``standard`` (RobustBench), or
+  ``reference`` (``aa_version``: the paper's script, APGD-CE + APGD-T with 2 restarts each);
 * ``transfer_pgd20``, ``transfer_cw20`` (alias ``transfer``): PGD-20 / CW-20 examples made on a
   surrogate model, replayed (black box);
 * ``rays``: the RayS hard-label attack, and ADBD, the average ℓ∞ distance to the decision
@@ -24,12 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attacks import CW, PGD, AutoAttack
+from ..attacks.autoattack import VERSIONS
 from ..attacks.rays import RayS
 from .registry import AA_EPS, AttackResult, EvalContext, register_alias, register_attack
 from .transfer import transfer_examples
 
 SWEEP = (0.5, 1.0, 2.0, 4.0)
 AA_GAP_POINTS = 4.0  # PGD-20 more than this above AutoAttack is flagged
+AA_VERSIONS = VERSIONS  # what a user chooses: `taylorat eval --aa-version`, a study's evaluate.aa_version
 RAYS_QUERIES = 10_000  # RayS' query budget per image unless told otherwise
 
 
@@ -75,10 +78,12 @@ def _aa_flags(res) -> list[str]:
                  help="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via pyautoattack, l_inf 8/255")
 def autoattack(ctx: EvalContext) -> AttackResult:
     aa = AutoAttack(ctx.model, eps=ctx.eps, norm=ctx.norm, seed=ctx.seed, batch_size=ctx.batch_size,
-                    progress=ctx.progress, version="rand" if ctx.eot > 1 else "standard")
+                    progress=ctx.progress,
+                    version="rand" if ctx.eot > 1 else ctx.options.get("aa_version") or "standard")
     if ctx.progress:
-        tqdm.write(f"AutoAttack ({aa.version}: APGD-CE, APGD-T, FAB-T, Square; eps={ctx.eps:.4g}) on {len(ctx.y)} "
-                   "images; Square's 5,000 queries on the robust images take longest")
+        tqdm.write(f"AutoAttack ({aa.version}: {', '.join(a.upper() for a in aa.settings()['attacks'])}; "
+                   f"eps={ctx.eps:.4g}) on {len(ctx.y)} images"
+                   + ("; Square's 5,000 queries on the robust images take longest" if aa.version == "standard" else ""))
     _, out = aa.run(ctx.images(), ctx.y.to(ctx.device))
     return AttackResult(out.correct.cpu(), aa.settings(), {"aa_per_attack": out.per_attack, "aa_log": out.log},
                         [f"AutoAttack: {w}" for w in out.warnings])
@@ -165,11 +170,14 @@ class AttackOptions:
     metrics: dict[str, str] = field(default_factory=dict)
     same_images: tuple[str, ...] = ()
     column: bool = True
+    recorded_if_set: tuple[str, ...] = ()  # options recorded only away from their default (records made before
+    # the option existed stay equal: AutoAttack's ``aa_version``, standard unless a study says reference)
 
 
 ATTACK_OPTIONS: dict[str, AttackOptions] = {
     "aa": AttackOptions(subset="n_aa", subset_always=True, record={"aa_per_attack": "aa_per_attack"},
-                        same_images=("pgd20", "clean")),
+                        same_images=("pgd20", "clean"), options={"aa_version": "standard"},
+                        recorded_if_set=("aa_version",)),
     "transfer": AttackOptions(column=False),
     "rays": AttackOptions(subset="n_rays", options={"rays_queries": RAYS_QUERIES}, record={"adbd": "rays_adbd"},
                           metrics={"adbd": "ADBD"}, column=False),

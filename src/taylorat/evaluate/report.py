@@ -68,6 +68,10 @@ def report_markdown(report: dict[str, Any], label: str) -> str:
     if extra.get("rays_adbd") is not None:
         lines.append(f"RayS average decision-boundary distance (ADBD): {extra['rays_adbd']:.4f} over clean-correct "
                      f"images ({extra.get('rays_no_boundary', 0)} with no boundary in the [0,1] box left out)")
+    aa = s.get("aa") or {}
+    if aa.get("version"):
+        lines.append(f"AutoAttack version {aa['version']}: {', '.join(aa.get('attacks') or [])}"
+                     + (f", {aa['restarts']} restarts each" if aa.get("restarts") else ""))
     if "aa_per_attack" in extra:
         lines.append("AutoAttack robust accuracy after each attack: "
                      + ", ".join(f"{k} {v:.2f}%" for k, v in extra["aa_per_attack"].items()))

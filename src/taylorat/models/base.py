@@ -31,8 +31,10 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], in_channels: int) -> None:
         super().__init__()
-        m = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        s = torch.as_tensor(std, dtype=torch.float32).flatten()
+        # on the CPU even under a meta-device context (a checkpoint's spec checked before allocating): the values
+        # are checked here, and are a handful
+        m = torch.as_tensor(mean, dtype=torch.float32, device="cpu").flatten()
+        s = torch.as_tensor(std, dtype=torch.float32, device="cpu").flatten()
         if m.numel() != in_channels or s.numel() != in_channels:
             raise InputError(
                 f"mean/std need {in_channels} values (one per input channel), "

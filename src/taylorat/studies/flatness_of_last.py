@@ -17,7 +17,7 @@ from typing import Any
 from .. import checkpoint as ckpt
 from .. import data as datasets
 from ..analysis import pgd_attack, weight_flatness
-from ..common import as_float_images, atomic_write_text
+from ..common import as_float_images, atomic_write_text, read_json
 from ..train import Config
 
 
@@ -33,7 +33,7 @@ def flatness_of_last(cfg: Config, settings: dict[str, Any], device, progress: bo
     out = Path(cfg.out_dir)
     cached = out / "flatness.json"
     if cached.exists():
-        prev = json.loads(cached.read_text())
+        prev = read_json(cached, "flatness record", "delete it to measure again")
         if prev.get("settings") == settings:
             return prev
     t = time.time()

@@ -63,6 +63,12 @@ def _pm_values(vals: list[float]) -> str:
     return _pm({"mean": mean, "std": std, "values": vals})
 
 
+def _aa_version(study: Any) -> str:
+    """How the page names AutoAttack's version: nothing for ``standard`` (the default), else what it runs."""
+    return (" reference (the paper's script: APGD-CE + APGD-T, 2 restarts each)"
+            if study.evaluate.aa_version == "reference" else "")
+
+
 def render_readme(results: dict[str, Any], study: Any) -> str:
     if study.is_table:
         return render_table(results, study)
@@ -356,7 +362,8 @@ def render_table(results: dict[str, Any], study: Any) -> str:
               f"{', '.join(str(s) for s in study.seeds)}; `best` checkpoint = highest PGD-{e['steps']} accuracy on "
               f"the {e['select_on']} split ({e['n']} images){chose}",
               f"- evaluation on the first {study.evaluate.n} test images"
-              + (f" (AutoAttack on the first {study.evaluate.n_aa})" if "aa" in study.evaluate.attacks else "")
+              + (f" (AutoAttack{_aa_version(study)} on the first {study.evaluate.n_aa})"
+                 if "aa" in study.evaluate.attacks else "")
               + f"; attacks: {', '.join(study.evaluate.attacks)}",
               f"- ε per attack: {_eps_line(runs)}",
               "- every number above is read from `results.json`, written by the same command", ""]

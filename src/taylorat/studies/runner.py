@@ -29,7 +29,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
-from ..common import atomic_write_text, resolve_device
+from ..common import atomic_write_text, read_json, read_jsonl, resolve_device
 from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
 from ..evaluate.builtin import ATTACK_OPTIONS, attack_options
 from ..train import train
@@ -70,7 +70,8 @@ def _attack_settings(e: EvalSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         if o.subset_always:
             always[o.subset] = getattr(e, o.subset) if name in e.attacks else 0
         if name in e.attacks:
-            asked.update({k: getattr(e, k) for k in o.options})
+            asked.update({k: getattr(e, k) for k, v in o.options.items()
+                          if k not in o.recorded_if_set or getattr(e, k) != v})
             if o.subset and not o.subset_always:
                 asked[o.subset] = getattr(e, o.subset) or e.n
     return always, asked
@@ -110,7 +111,7 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
     device = resolve_device(run.config.device)
     cached = out / "eval.json"
     if cached.exists():
-        prev = json.loads(cached.read_text())
+        prev = read_json(cached, "evaluation", "delete it to evaluate the run again")
         if _same_settings(prev.get("settings", {}), settings):
             return _with_flatness(study, run, prev, settings, device, progress)
     reused = _reused(study, run, settings)
@@ -129,7 +130,7 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
         kw.update(surrogate=sur_model, surrogate_id=f"{surrogate.label}/seed{surrogate.seed}",
                   cache_dir=Path(surrogate.config.out_dir) / "transfer_cache")
     row, warnings, flags = _evaluate_subsets(model, ds, settings, kw)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_json(out / "summary.json", "run summary", "train the run again")
     if settings.get("last"):
         last_model, last_meta = ckpt.load_model(out / "last.safetensors", device)
         res = evaluate(last_model, ds, settings["last"], n=settings["n"], **kw)
@@ -167,12 +168,12 @@ def _reused(study: Study, run: RunSpec, settings: dict[str, Any]) -> dict[str, A
     curves = _curves(out)
     if not study.reuse or not curves:
         return None
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_json(out / "summary.json", "run summary", "train the run again")
     for name in study.reuse:
         path = _reuse_path(study, name)
         if not path.is_file():
             continue
-        for r in json.loads(path.read_text()).get("runs", []):
+        for r in read_json(path, "reused results").get("runs", []):
             if (r.get("seed") == run.seed and r.get("curves") == curves
                     and _same_settings(r.get("settings", {}), settings)):
                 rec = {k: v for k, v in r.items() if k != "flatness"}
@@ -219,7 +220,7 @@ def _curves(run_dir: Path) -> dict[str, list] | None:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return None
-    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = read_jsonl(path, "training log", "repair or remove the broken line")
     keys = [k for k in ("holdout_pgd", "test_pgd", "track_test_pgd", "track_train_pgd", "track_test_clean",
                         "track_train_clean", "train_acc_adv", "lr") if any(k in h for h in history)]
     if not any(k.startswith("track_") for k in keys):
@@ -329,10 +330,10 @@ def collect(study: Study, runs_dir: str | Path) -> list[dict[str, Any]]:
     for run in study.runs(runs_dir):
         p = Path(run.config.out_dir) / "eval.json"
         if p.exists():
-            rec = json.loads(p.read_text())
+            rec = read_json(p, "evaluation", "delete it to evaluate the run again")
             flat = p.with_name("flatness.json")
             if study.evaluate.flatness and flat.exists():
-                rec["flatness"] = json.loads(flat.read_text())
+                rec["flatness"] = read_json(flat, "flatness record", "delete it to measure again")
             out.append(rec)
     return out
 

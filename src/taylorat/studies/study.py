@@ -30,14 +30,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..common import read_text
 from ..evaluate import available_attacks, labels
-from ..evaluate.builtin import ATTACK_OPTIONS, attack_metrics, attack_options
+from ..evaluate.builtin import AA_VERSIONS, ATTACK_OPTIONS, attack_metrics, attack_options
 from ..train import Config, ConfigError, from_dict
 from ..train.config import parse_overrides
 
@@ -156,6 +158,7 @@ class Study:
         wanted = set(only or self.labels())
         wanted |= {m["surrogate"] for m in self.methods if m["label"] in wanted and m.get("surrogate")}
         order = sorted(self.methods, key=lambda m: m["label"] not in {x.get("surrogate") for x in self.methods})
+        folders = run_folders(self.labels())
         out = []
         for s in self.seeds:  # seed-major, so a partial study already compares the methods
             for m in order:
@@ -166,7 +169,7 @@ class Study:
                     values = _merge(values, _read_config(m["config"], self.folder))
                 values = _merge(values, {k: v for k, v in m.items() if k not in RUN_KEYS})
                 values.update(seed=s, name=f"{self.name}/{m['label']}/seed{s}",
-                              out_dir=str(Path(runs_dir) / slug(m["label"]) / f"seed{s}"))
+                              out_dir=str(Path(runs_dir) / folders[m["label"]] / f"seed{s}"))
                 try:
                     cfg = from_dict(values, self.run_overrides)
                 except ConfigError as e:
@@ -175,7 +178,9 @@ class Study:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        evaluate = {k: v for k, v in self.evaluate.__dict__.items() if k != "flatness" or v}  # {}: not measured
+        unset = {k: v for o in ATTACK_OPTIONS.values() for k, v in o.options.items() if k in o.recorded_if_set}
+        evaluate = {k: v for k, v in self.evaluate.__dict__.items()  # flatness {}: not measured; aa_version standard
+                    if (k != "flatness" or v) and not (k in unset and v == unset[k])}
         out = {"name": self.name, "title": self.title, "base": self.base, "runs": self.methods,
                "seeds": self.seeds, "evaluate": evaluate, "run_overrides": self.run_overrides}
         return {**out, "reuse": self.reuse} if self.reuse else out
@@ -186,7 +191,10 @@ def _read_config(rel: str, study_dir: Path | None) -> dict[str, Any]:
     path = Path(rel) if Path(rel).is_absolute() or study_dir is None else study_dir / rel
     if not path.is_file():
         raise ConfigError(f"run config {rel} not found (looked for {path}); give a path relative to the study file")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(read_text(path, "run config")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"run config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
     values.pop("out_dir", None)
     return values
 
@@ -208,11 +216,59 @@ def pretty_label(label: str) -> str:
     return label
 
 
+# the Greek alphabet spelled out, for folder names only (pages keep GREEK's round trip)
+_FOLD = {**GREEK, **dict(zip("αδζθικμνξοπρτυφχψωΓΔΘΛΞΠΣΦΨΩ",
+                             ["alpha", "delta", "zeta", "theta", "iota", "kappa", "mu", "nu", "xi", "omicron", "pi",
+                              "rho", "tau", "upsilon", "phi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
+                              "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega"]))}
+MAX_FOLDER = 64  # characters of a study's or a run's folder name: portable, and far below NAME_MAX
+
+
 def slug(label: str) -> str:
-    """An ASCII folder name for a run label (``1st+2nd (eta=0.2)`` -> ``1st_2nd_eta=0.2``)."""
-    keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_.=") else "_"
-                   for c in ascii_label(label).replace("+", "_"))
+    """An ASCII folder name for a run label (``1st+2nd (eta=0.2)`` -> ``1st_2nd_eta=0.2``; ``α`` -> ``alpha``).
+
+    Greek letters are spelled out, accents dropped (NFKD), anything else but letters, digits and ``-_.=``
+    becomes ``_``. :func:`run_folders` refuses labels whose names are empty, dots only, too long or equal.
+    """
+    text = "".join(_FOLD.get(c, c) for c in str(label)).replace("+", "_")
+    text = unicodedata.normalize("NFKD", text)
+    keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_.=") else ("" if unicodedata.combining(c) else "_")
+                   for c in text)
     return "_".join(filter(None, keep.split("_")))
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it can be one folder under ``--runs-dir``'s parent: no separator, no ``..``, not absolute,
+    at most :data:`MAX_FOLDER` characters; a one-line ConfigError otherwise (the folder is the command's to
+    choose, with ``--runs-dir`` and ``--out``, never the study file's)."""
+    if (not name or "/" in name or "\\" in name or ".." in name or "\0" in name or name.strip(". ") == ""
+            or Path(name).is_absolute() or len(name) > MAX_FOLDER):
+        raise ConfigError(f"study name {name[:80]!r} must be a plain folder name of at most {MAX_FOLDER} characters "
+                          "(no '/', '\\' or '..'); choose where the study goes with --runs-dir and --out")
+    return name
+
+
+def run_folders(labels: list[str]) -> dict[str, str]:
+    """Label -> folder name (:func:`slug`), checked to be usable and one-to-one.
+
+    A folder name must be non-empty, not dots only and at most :data:`MAX_FOLDER` characters; two labels whose
+    names are equal, ignoring case (``α`` and ``alpha``, ``η=0.2`` and ``eta=0.2``) are refused, naming both.
+    """
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for label in labels:
+        folder = slug(label)
+        if not folder.strip("."):
+            raise ConfigError(f"run label {str(label)[:80]!r} gives no usable folder name; use letters or digits")
+        if len(folder) > MAX_FOLDER:
+            raise ConfigError(f"run label {str(label)[:40]!r}... is too long for a folder name ({len(folder)} "
+                              f"characters, at most {MAX_FOLDER}); shorten it")
+        key = folder.casefold()
+        if key in seen:
+            raise ConfigError(f"run labels {seen[key]!r} and {label!r} share the folder name {folder!r}; "
+                              "rename one of them")
+        seen[key], out[label] = label, folder
+    return out
 
 
 def match_labels(study: Study, wanted: list[str]) -> list[str]:
@@ -264,6 +320,8 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
     labels = [m["label"] for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study run labels must be unique, got {labels}")
+    check_study_name(str(values["name"]))
+    run_folders(labels)
     for m in methods:
         for ref in ("surrogate", "baseline"):
             if m.get(ref) and m[ref] not in labels:
@@ -293,6 +351,8 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
     if not isinstance(spec.attack_eps, dict) or any(a not in available_attacks() for a in spec.attack_eps):
         raise ConfigError(f"study evaluate.attack_eps must map attack names to radii, got {spec.attack_eps!r}")
     _check_counts(spec)
+    if spec.aa_version not in AA_VERSIONS:
+        raise ConfigError(f"study evaluate.aa_version must be one of {', '.join(AA_VERSIONS)}, got {spec.aa_version!r}")
     if "transfer" in spec.attacks and not any(m.get("surrogate") for m in methods):
         raise ConfigError("study evaluate.attacks has 'transfer' but no run names a surrogate")
     if schedule not in (None, "paper", "short"):
@@ -332,7 +392,7 @@ def load(path_or_table: str | Path, overrides: list[str] | None = None, **kw) ->
         raise ConfigError(f"study file {p} not found; give a YAML file (see configs/studies/) or a paper table "
                           f"({names})")
     try:
-        values = yaml.safe_load(p.read_text())
+        values = yaml.safe_load(read_text(p, "study file"))
     except yaml.YAMLError as e:
         raise ConfigError(f"study file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
     return from_values(values, str(path_or_table), overrides, is_table=is_table, folder=p.resolve().parent, **kw)

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union, get_type_hints
 
 import yaml
 
-from ..common import InputError
+from ..common import InputError, read_text
 from ..data import available as available_datasets
 from ..models import check_name as check_model_name
 from ..objectives import ASAM, SAM, get_base, methods, minimizer_options, order_defaults, split_name
@@ -279,7 +279,7 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
         if not p.is_file():
             raise ConfigError(f"config file {p} not found; see configs/ for examples")
         try:
-            values = yaml.safe_load(p.read_text())
+            values = yaml.safe_load(read_text(p, "config file"))
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"config file {p} is not valid YAML ({first})") from None

@@ -9,11 +9,10 @@ style per quantity. ``train`` writes ``curves.png`` beside ``metrics.jsonl`` aft
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..common import InputError, new_figure, write_figure
+from ..common import InputError, new_figure, read_jsonl, write_figure
 
 LOSSES = (("train_loss", "loss", "-"), ("train_ce", "CE", "--"), ("train_kl", "KL", ":"),
           ("train_first", "first", "-."), ("train_second", "second", (0, (1, 3))))
@@ -28,7 +27,7 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise InputError(f"{run_dir} holds no metrics.jsonl; give the folder of a taylorat run (its out_dir)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path, "training log", "repair or remove the broken line")
 
 
 def plot_histories(histories: Mapping[str, Sequence[dict[str, Any]]], path: str | Path, title: str = "") -> Path:

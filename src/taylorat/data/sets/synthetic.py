@@ -25,6 +25,7 @@ SYNTHETIC_DEFAULTS = {
     "image_size": 32,
     "seed": 0,
 }
+MAX_VALUES = 2**28  # per split (and for the class templates): 256 MB as uint8, 1 GB while generated as float
 
 
 def _checked(options: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +36,12 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
             raise InputError(f"synthetic option {k} must be an integer >= {lo}, got {v!r}")
         opts[k] = int(v)
     opts["seed"] = int(opts["seed"])
+    pixels = opts["channels"] * opts["image_size"] ** 2
+    for k in ("n_train", "n_test", "num_classes"):
+        if opts[k] * pixels > MAX_VALUES:
+            raise InputError(f"synthetic option {k}={opts[k]} with {opts['channels']}x{opts['image_size']}x"
+                             f"{opts['image_size']} images is more than {MAX_VALUES:,} values; choose fewer or "
+                             "smaller images")
     return opts
 
 
