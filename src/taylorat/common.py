@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import importlib.util
 import io
+import json
 import os
 import sys
 import tempfile
@@ -101,8 +102,6 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
 
 def read_json(path: str | os.PathLike, what: str = "file", fix: str = "repair or delete it") -> Any:
     """A JSON file; one-line InputError naming the file, the line and ``fix`` when it is not valid JSON."""
-    import json
-
     try:
         return json.loads(read_text(path, what))
     except (json.JSONDecodeError, RecursionError) as e:
@@ -112,8 +111,6 @@ def read_json(path: str | os.PathLike, what: str = "file", fix: str = "repair or
 
 def read_jsonl(path: str | os.PathLike, what: str = "file", fix: str = "repair or delete it") -> list[Any]:
     """One JSON value per non-empty line; one-line InputError naming the file, the line and ``fix``."""
-    import json
-
     out = []
     for i, line in enumerate(read_text(path, what).splitlines(), 1):
         if line.strip():
