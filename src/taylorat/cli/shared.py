@@ -63,10 +63,13 @@ def checkpoint_dataset(meta: CheckpointMeta, source: str | Path, dataset: str | 
     """The data a checkpoint is evaluated on, never downloaded.
 
     ``dataset`` (a flag) wins, without the run's dataset options; else the dataset the run trained on, with
-    its options. The files come from ``data_dir`` (a flag), else from where the run read them.
+    its options. The files come from ``data_dir`` (a flag), else from the folder the run was told to read,
+    else (neither named one) from the default ``./data`` and its fallbacks.
     ``missing`` names the fix when neither names a dataset.
     """
     name = dataset or meta.dataset
     if not name:
         raise UserError(f"{source} does not name its dataset; {missing}")
-    return datasets.load(name, data_dir or meta.data_dir, download=False, **({} if dataset else meta.data_options))
+    run_dir = meta.data_dir if meta.data_dir not in (None, datasets.DEFAULT_DATA_DIR) else None
+    return datasets.load(name, data_dir if data_dir is not None else run_dir, download=False,
+                         **({} if dataset else meta.data_options))

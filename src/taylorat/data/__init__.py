@@ -15,8 +15,8 @@ adds one of your own.
 from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
-from .registry import (DATASETS, DatasetSpec, available, geometry, load, locate, register_dataset, train_size,
-    unregister_dataset)
+from .registry import (DATASETS, DEFAULT_DATA_DIR, DatasetSpec, available, conventional_eps, geometry, load, locate,
+    register_dataset, train_size, unregister_dataset)
 from .splits import Prepared, holdout_indices, holdout_split, prepare, stratified_subset
 
 from . import sets  # noqa: F401  isort: skip  (registers the built-in datasets)
@@ -27,6 +27,8 @@ __all__ = [
     "DatasetFormatError",
     "DatasetSpec",
     "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "conventional_eps",
     "register_dataset",
     "unregister_dataset",
     "load",
