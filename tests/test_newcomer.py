@@ -345,3 +345,29 @@ def test_key_suggestions_match_section_and_key_and_name_the_file(tmp_path, value
     with pytest.raises(ConfigError) as e:
         load(cfg, overrides)
     assert str(e.value) == message.replace("CFG", str(cfg))
+
+
+def test_curves_tell_every_quantity_apart_with_legends_outside_and_whole_epochs(tmp_path, monkeypatch):
+    from taylorat.train import curves
+
+    for table in (curves.LOSSES, curves.ACCURACIES):
+        assert len({str(style) for _, _, style, _ in table}) == len(table)  # no two share a line style
+        assert len({marker for *_, marker in table}) == len(table)  # nor a marker
+    figures = []
+    monkeypatch.setattr(curves, "write_figure", lambda fig, path: figures.append(fig) or Path(path))
+    hist = [{"epoch": e, "lr": lr, "train_loss": 2.0 / e, "train_ce": 1.5, "train_kl": 0.4, "train_first": 0.2,
+             "train_second": 0.1, "train_acc_clean": 50.0 + e, "train_acc_adv": 30.0 + e, "holdout_clean": 40.0,
+             "holdout_pgd": 20.0 + e} for e, lr in ((1, 0.1), (2, 0.01))]
+    curves.plot_histories({"a": hist, "b": hist}, tmp_path / "c.png")
+    fig = figures[0]
+    fig.canvas.draw()
+    ax_loss, ax_acc, ax_lr = fig.axes[:3]
+    for ax in (ax_loss, ax_acc, ax_lr):
+        legend = ax.get_legend()
+        assert legend is not None and legend.get_texts()[0].get_fontsize() >= 8
+        assert legend.get_window_extent().y1 < ax.get_window_extent().y0  # below the axes, not over the data
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)  # whole epochs only
+    assert len({(line.get_linestyle(), line.get_marker()) for line in ax_loss.get_lines()}) == 5
+    steps = [p for p in ax_lr.patches if type(p).__name__ == "StepPatch"]
+    assert len(steps) == 2 and list(steps[0].get_data().edges) == [0, 1, 2]  # lr drawn as steps over each epoch
