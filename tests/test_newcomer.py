@@ -321,7 +321,8 @@ def test_check_dependencies_reads_the_attack_registry(monkeypatch):
 
 @pytest.mark.parametrize("values, overrides, message", [
     ({"optm": {"epochs": 3}}, [], "unknown config key 'optm.epochs' in CFG; did you mean 'optim.epochs'?"),
-    ({"optim": {"learning_rate": 0.1}}, [], "unknown config key 'optim.learning_rate' in CFG; did you mean 'optim.lr'?"),
+    ({"optim": {"learning_rate": 0.1}}, [],
+     "unknown config key 'optim.learning_rate' in CFG; did you mean 'optim.lr'?"),
     ({"optim": {"lr_rate": 0.1}}, [], "unknown config key 'optim.lr_rate' in CFG; did you mean 'optim.lr'?"),
     ({"optimizer": {"lr": 0.1}}, [], "unknown config key 'optimizer.lr' in CFG; did you mean 'optim.lr'?"),
     ({"optimiser": {"epoch": 3}}, [], "unknown config key 'optimiser.epoch' in CFG; did you mean 'optim.epochs'?"),
@@ -371,3 +372,49 @@ def test_curves_tell_every_quantity_apart_with_legends_outside_and_whole_epochs(
     assert len({(line.get_linestyle(), line.get_marker()) for line in ax_loss.get_lines()}) == 5
     steps = [p for p in ax_lr.patches if type(p).__name__ == "StepPatch"]
     assert len(steps) == 2 and list(steps[0].get_data().edges) == [0, 1, 2]  # lr drawn as steps over each epoch
+
+
+def test_eval_help_and_the_readme_list_the_same_attacks(capsys):
+    from taylorat.evaluate import available_attacks, get_attack
+
+    with pytest.raises(ValueError) as e:
+        get_attack("fgsm")
+    readme = (ROOT / "README.md").read_text()
+    assert f"| unknown attack | 2 | `{e.value}` |" in readme  # the table shows the message as it is
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"comma-separated: {', '.join(available_attacks())}" in help_text
+
+
+def test_every_option_has_help_text():
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {a.option_strings or a.dest}" for name, sp in subs.items() if sp.format_help()
+               for a in sp._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not missing, missing
+
+
+def test_export_and_import_take_the_file_positionally_or_as_checkpoint(tmp_path, capsys):
+    assert main(["train", f"out_dir={tmp_path / 'r'}", *TINY, "optim.epochs=1"]) == 0
+    best = str(tmp_path / "r" / "best.safetensors")
+    assert main(["export", "--checkpoint", best, "--format", "state-dict", "--out", str(tmp_path / "a")]) == 0
+    assert main(["export", best, "--format", "state-dict", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a").is_dir() and sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
+        p.name for p in (tmp_path / "b").iterdir())
+    capsys.readouterr()
+    assert main(["export", "--format", "state-dict", "--out", str(tmp_path / "c")]) == 2
+    assert "give the checkpoint file" in capsys.readouterr().err
+    assert main(["import", "--checkpoint", str(tmp_path / "missing.pt"), "--model", "small_cnn",
+                 "--out", str(tmp_path / "m.safetensors")]) == 2  # accepted as the file: refused for being absent
+    err = capsys.readouterr().err
+    assert "missing.pt" in err and "give the file file" not in err
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--n", "4"]) == 2
+    assert (f"{tmp_path / 'r'} is a run folder, not a checkpoint; give one of its checkpoints, e.g. "
+            f"{tmp_path / 'r' / 'best.safetensors'}") in capsys.readouterr().err
+
+
+def test_the_quick_start_says_cpu_numbers_may_differ_across_machines():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start")[1].split("\n## ")[0]
+    assert "may differ by a few of the 360 images" in quick and "CPU kernels" in quick

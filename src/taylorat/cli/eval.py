@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("eval", help="evaluate checkpoints: clean, PGD-20, CW-20, AutoAttack, transfer, RayS")
     e.add_argument("--checkpoint", required=True, action="append", help="checkpoint to evaluate (repeatable)")
     e.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
-    e.add_argument("--data-dir")
+    e.add_argument("--data-dir", help="folder with the test set's files (default: the folder the run was given, "
+                                       "else ./data and, for fashion_mnist, Debian's copy)")
     e.add_argument("--attacks", default="clean,pgd20,cw20",
                    help=f"comma-separated: {', '.join(available_attacks())} (default clean,pgd20,cw20)")
     e.add_argument("--n", type=int, default=1000,
@@ -58,8 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default, the reference) or bf16 autocast (recorded in the report)")
     e.add_argument("--batch-size", type=int, help="default 500 on GPU, 256 on CPU")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
+    e.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     e.add_argument("--out", help="directory for report.json and report.md")
     e.set_defaults(func=run, data_dir_hint="pass --data-dir DIR")
 
@@ -120,6 +121,9 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 def _load_for_eval(path: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, CheckpointMeta]:
     """A taylorat checkpoint, or with ``--arch`` a plain state dict in ours or a reference layout."""
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a run folder, not a checkpoint; give one of its checkpoints, e.g. "
+                        f"{Path(path) / 'best.safetensors'}")
     if args.arch is None:
         model, meta = ckpt.load_model(path, device)
         return model, CheckpointMeta.from_meta(meta)

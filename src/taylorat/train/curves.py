@@ -3,8 +3,8 @@
 Three panels: the loss and its parts (CE, TRADES' KL, the first- and second-order Taylor
 terms), accuracy (training clean / adversarial, the selection split's clean / PGD check, tracked
 test and training images when recorded) and the learning rate. One colour per run, one line
-style and marker per quantity, legends below the panels. ``train`` writes ``curves.png`` beside ``metrics.jsonl`` after every epoch;
-``taylorat plot RUN_DIR...`` draws several runs into one figure.
+style and marker per quantity, legends below the panels. ``train`` writes ``curves.png`` beside
+``metrics.jsonl`` after every epoch; ``taylorat plot RUN_DIR...`` draws several runs into one figure.
 """
 
 from __future__ import annotations

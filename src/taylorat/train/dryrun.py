@@ -34,7 +34,8 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     cl, why = resolve_channels_last(cfg.channels_last, model, device)
     lines = [f"model: {cfg.model.name}, {params:,} parameters for {channels}x{size}x{size} inputs, {classes} classes",
              f"data: {d.dataset} ({where}); train_subset {d.train_subset}, holdout {d.holdout}",
-             f"schedule: {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
+             f"schedule: {o.epochs} epoch{'s' if o.epochs != 1 else ''}, "
+             f"{describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
              f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last} -> "
              f"{'on' if cl else 'off'} ({why}), compile {cfg.compile}",
              f"out_dir: {run_dir_state(cfg)}"]
