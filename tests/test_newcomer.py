@@ -418,3 +418,20 @@ def test_the_quick_start_says_cpu_numbers_may_differ_across_machines():
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start")[1].split("\n## ")[0]
     assert "may differ by a few of the 360 images" in quick and "CPU kernels" in quick
+
+
+def test_dry_run_states_the_per_epoch_checks_cost(tmp_path, capsys):
+    assert main(["train", "--dry-run", f"out_dir={tmp_path / 'r'}", *TINY, "eval.n=10", "eval.steps=20"]) == 0
+    out = capsys.readouterr().out
+    # 32 training images x (1 + 2) passes against 10 checked images x 21 passes
+    assert "# per-epoch check: PGD-20 on 10 holdout images every epoch, about 219% of an epoch's training cost" in out
+    assert "lower eval.n" in out
+
+
+def test_resuming_with_more_epochs_says_a_finished_schedule_cannot_be_extended(tmp_path, capsys):
+    assert main(["train", f"out_dir={tmp_path / 'r'}", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", f"out_dir={tmp_path / 'r'}", *TINY, "optim.epochs=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a run of 2 epochs; extending a schedule to optim.epochs=4 is not supported" in err
+    assert "train the longer run in another out_dir" in err and "\n" not in err
