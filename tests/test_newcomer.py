@@ -218,11 +218,13 @@ def test_a_plain_cifar_state_dict_keeps_each_attacks_reference_radius():
     from taylorat.cli.eval import _threat
 
     args = ap.Namespace(norm=None, eps=None, step=None)
-    norm, eps, step, radius = _threat(args, CheckpointMeta({}), "cifar10")
+    foreign = CheckpointMeta({"imported_from": "plain.safetensors"})
+    norm, eps, step, radius = _threat(args, foreign, "cifar10")
     assert (norm, eps, step) == ("linf", None, None) and radius["source"] == "dataset"
     assert "PGD/CW 0.031, AutoAttack 8/255" in radius["why"]
-    _, eps, _, radius = _threat(args, CheckpointMeta({}), "synthetic")  # no conventional radius: the defaults
+    _, eps, _, radius = _threat(args, foreign, "synthetic")  # no conventional radius: the defaults
     assert eps is None and radius["source"] == "default"
+    assert _threat(args, CheckpointMeta({}), "digits")[1] is None  # our own weights without a check: the defaults
 
 
 def test_an_explicit_data_folder_must_hold_the_files(tmp_path, monkeypatch, capsys):

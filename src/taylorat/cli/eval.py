@@ -160,7 +160,7 @@ def _chart(report: dict, path: Path, title: str) -> str:
 def _threat(args: argparse.Namespace, meta: CheckpointMeta, dataset: str
             ) -> tuple[str, float | None, float | None, dict[str, Any]]:
     """norm, eps, step and the radius's provenance: the flags, else the run's own per-epoch check (same norm),
-    else (weights that record no radius) the dataset's conventional radius, else each attack's default.
+    else (foreign weights, which record no radius) the dataset's conventional radius, else each attack's default.
 
     A run checked at the reference radius (l_inf 0.031), like a dataset whose conventional radius is 8/255
     (CIFAR, SVHN), is evaluated at every attack's own default (PGD-20 0.031, AutoAttack 8/255); any other
@@ -169,7 +169,8 @@ def _threat(args: argparse.Namespace, meta: CheckpointMeta, dataset: str
     run = meta.eval_settings
     norm = args.norm or run.norm
     run_eps, run_step = (run.eps, run.step) if norm == run.norm else (None, None)
-    conventional = datasets.conventional_eps(dataset) if norm == "linf" else None
+    foreign = "imported_from" in meta.raw  # weights taylorat did not train (--arch, taylorat import)
+    conventional = datasets.conventional_eps(dataset) if norm == "linf" and foreign else None
     if args.eps is not None:
         eps, source, why = args.eps, "flag", "--eps"
     elif run_eps is not None:
@@ -182,8 +183,9 @@ def _threat(args: argparse.Namespace, meta: CheckpointMeta, dataset: str
                                                            "AutoAttack 8/255)" if eps is None else "")
                                   + "; pass --eps to choose another")
     else:
-        eps, source, why = None, "default", ("assumed: the weights record no radius and the dataset declares none; "
-                                             "each attack's own default; pass --eps to choose another")
+        eps, source, why = None, "default", ("assumed: the weights record no radius" + (
+            " and the dataset declares none" if foreign else "") + "; each attack's own default; pass --eps to choose "
+            "another")
     step = args.step if args.step is not None else (run_step if args.eps is None and eps is not None else None)
     return norm, eps, step, {"eps": eps, "source": source, "why": why}
 
