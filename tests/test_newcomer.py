@@ -282,10 +282,8 @@ sys.exit(main(sys.argv[1:]))
 def test_eval_checks_every_attacks_extra_before_any_work(tmp_path):
     import subprocess
     import sys
-    import time
 
     plain = _plain_state_dict(tmp_path / "plain.safetensors", "digits")
-    t = time.time()
     r = subprocess.run([sys.executable, "-c", _NO_PYAUTOATTACK, "eval", "--arch", "small_cnn", "--dataset", "digits",
                         "--checkpoint", str(plain), "--attacks", "clean,pgd20,aa", "--n", "360",
                         "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)
