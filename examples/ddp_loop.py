@@ -69,8 +69,11 @@ def main() -> None:
         opt.zero_grad()
         (loss * share * world).backward()  # DDP averages over ranks: this makes it the global-batch mean
         opt.step()
+        shown = loss.detach() * share  # this rank's share of the global-batch loss
+        if world > 1:
+            dist.all_reduce(shown)  # summed over the ranks: the loss of the global batch, as one process has it
         if rank == 0:
-            print(f"step {step}: loss {loss.item():.4f}")
+            print(f"step {step}: loss {shown.item():.4f} (global batch of {args.batch})")
     if args.out:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                    os.path.join(args.out, f"rank{rank}.pt"))

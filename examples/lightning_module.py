@@ -1,4 +1,4 @@
-"""The Taylor loss in a PyTorch Lightning module (``pip install lightning``).
+"""The Taylor loss in a PyTorch Lightning module (``pip install 'taylorat[lightning]'``).
 
     python examples/lightning_module.py --devices 2     # DDP on 2 CPU processes (strategy="ddp")
 

@@ -87,6 +87,7 @@ CASES = [
     (["eval", "--checkpoint", "VICTIM/best.safetensors", "--dataset", "synthetic"], 2,
      "expects images of shape (B, 1, 8, 8)"),
     (["eval", "--checkpoint", "VICTIM/best.safetensors", "--attacks", "clean,fgsm"], 2, "unknown attack 'fgsm'"),
+    (["eval", "--checkpoint", "VICTIM"], 2, "is a run folder, not a checkpoint; give one of its checkpoints, e.g. "),
 ]
 
 

@@ -375,10 +375,13 @@ def test_fashion_mnist_falls_back_to_system_copy(tmp_path, monkeypatch):
     system = tmp_path / "system"
     _write_idx_folder(system, gz=True)
     monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST_DIR", system)
-    ds = load("fashion_mnist", data_dir=tmp_path / "empty", download=False)
+    monkeypatch.chdir(tmp_path)  # the default ./data is empty
+    ds = load("fashion_mnist", download=False)  # no folder given: ./data, then the system copy
     assert ds.n_train == 12 and ds.info["source"] == str(system)
+    with pytest.raises(DatasetNotFoundError):  # a folder given explicitly must hold the files
+        load("fashion_mnist", data_dir=tmp_path / "empty", download=False)
     with pytest.raises(DatasetNotFoundError):  # mnist has no system copy
-        load("mnist", data_dir=tmp_path / "empty", download=False)
+        load("mnist", download=False)
 
 
 def test_try_download_swallows_chatter(monkeypatch, capsys):

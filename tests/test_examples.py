@@ -45,8 +45,33 @@ def test_plain_ddp_example(tmp_path):
     same_weights(tmp_path / "one", tmp_path / "two")
 
 
+def needs_lightning():
+    """The Lightning example needs `taylorat[lightning]` (part of `[test]`); without it, say so and skip."""
+    pytest.importorskip("lightning", reason="lightning is not installed: pip install 'taylorat[lightning]'")
+
+
+def test_ddp_example_prints_the_global_batch_loss_of_one_process():
+    one = run([sys.executable, "examples/ddp_loop.py", "--eps", "0"]).stdout
+    two = run(torchrun("examples/ddp_loop.py", "--eps", "0")).stdout
+
+    def losses(out):
+        return [float(line.split("loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("step ")]
+
+    assert len(losses(one)) == 3 and losses(one) == pytest.approx(losses(two), abs=2e-4), (one, two)
+    assert "(global batch of 16)" in two
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_every_example_runs_as_written(example):
+    """Each file in examples/ runs with its defaults, one process, as its docstring shows."""
+    if example == "lightning_module.py":
+        needs_lightning()
+    out = run([sys.executable, f"examples/{example}"])
+    assert out.returncode == 0
+
+
 def test_lightning_example(tmp_path):
-    pytest.importorskip("lightning")  # optional: the example needs `pip install lightning`
+    needs_lightning()
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
     run([sys.executable, "examples/lightning_module.py", "--eps", "0", "--out", str(tmp_path / "one")])
     run([sys.executable, "examples/lightning_module.py", "--devices", "2", "--eps", "0", "--out",

@@ -159,18 +159,19 @@ def _profile_steps(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of ``taylorat bench`` (and ``benchmarks/step_time.py``) on ``parser``."""
     p = parser
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--quick", action="store_true", help="small sizes for CI (small_cnn, batch 32, few rounds)")
     p.add_argument("--models", help="comma-separated (default: small_cnn with --quick, else preact_resnet18,wrn_34_10)")
-    p.add_argument("--methods", default="trades,trades+1st+2nd", help="comma-separated method names")
+    p.add_argument("--methods", default="trades,trades+1st+2nd",
+                   help="comma-separated method names (default trades,trades+1st+2nd)")
     p.add_argument("--minimizers", default="none",
                    help="comma-separated: none,sam,asam,awp; each method timed with each ('trades+1st+2nd + sam')")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32,bf16")
-    p.add_argument("--batch", type=int)
+    p.add_argument("--batch", type=int, help="batch size (default 128; 32 with --quick)")
     p.add_argument("--steps", type=int, default=10, help="attack steps K")
-    p.add_argument("--warmup", type=int)
+    p.add_argument("--warmup", type=int, help="untimed iterations per case first (default 10; 2 with --quick)")
     p.add_argument("--iters", type=int, help="iterations per case per round")
-    p.add_argument("--rounds", type=int)
+    p.add_argument("--rounds", type=int, help="rounds of interleaved cases (default 5; 15 with --quick)")
     p.add_argument("--channels-last", action="store_true", help="force channels_last on (default: what train runs)")
     p.add_argument("--defaults", action="store_true",
                    help="time what `taylorat train` runs with the shipped defaults (channels_last auto, resolved "
@@ -178,7 +179,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="also time every case with torch.backends.cudnn.benchmark on (cuDNN times its convolution "
                         "algorithms once per shape and keeps the fastest), interleaved with it off")
-    p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
+    p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode of the step, as the config's compile (default none)")
     p.add_argument("--json", action="store_true", help="print one JSON line per case (besides the table)")
     p.add_argument("--out", help="append the JSON lines to this file")
     p.add_argument("--max-overhead", type=float, help="exit 1 if a Taylor method's time ratio to trades exceeds this")

@@ -9,10 +9,11 @@ from .shared import UserError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d = subparsers.add_parser("demo", help="TRADES vs TRADES+1st+2nd on the embedded digits dataset (no download)")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
+    d.add_argument("--out", default="runs/demo", help="folder for the two runs and the report (default runs/demo)")
+    d.add_argument("--epochs", type=int, default=30, help="training epochs of each run (default 30)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the weights, the hold-out split and the attacks "
+                                                       "(default 0)")
+    d.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     d.set_defaults(func=run)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,14 +20,17 @@ from ..checkpoint import CheckpointMeta
 from ..common import MissingDependency, atomic_write_text, resolve_device
 from ..evaluate import (
     available_attacks,
+    check_dependencies,
     eps_from_run,
     evaluate,
+    expand,
     markdown_table,
     report_dict,
     report_markdown,
     write_report,
 )
 from ..evaluate.figures import plot_report
+from ..evaluate.registry import AA_EPS
 from ..models import layouts
 from .shared import UserError, checkpoint_dataset, run_label
 
@@ -35,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("eval", help="evaluate checkpoints: clean, PGD-20, CW-20, AutoAttack, transfer, RayS")
     e.add_argument("--checkpoint", required=True, action="append", help="checkpoint to evaluate (repeatable)")
     e.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
-    e.add_argument("--data-dir")
+    e.add_argument("--data-dir", help="folder with the test set's files (default: the folder the run was given, "
+                                       "else ./data and, for fashion_mnist, Debian's copy)")
     e.add_argument("--attacks", default="clean,pgd20,cw20",
                    help=f"comma-separated: {', '.join(available_attacks())} (default clean,pgd20,cw20)")
     e.add_argument("--n", type=int, default=1000,
@@ -66,8 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default, the reference) or bf16 autocast (recorded in the report)")
     e.add_argument("--batch-size", type=int, help="default 500 on GPU, 256 on CPU")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
+    e.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     e.add_argument("--out", help="directory for report.json and report.md")
     e.set_defaults(func=run, data_dir_hint="pass --data-dir DIR")
 
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    check_dependencies(expand(attacks))  # a missing extra stops here, before any work
     per_attack = _attack_eps(args.attack_eps)
     device = resolve_device(args.device)
     surrogate, surrogate_id = None, ""
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.checkpoint:
         model, meta = _load_for_eval(path, args, device)
         ds = checkpoint_dataset(meta, path, args.dataset, args.data_dir)
-        norm, eps, step = _threat(args, meta)
+        norm, eps, step, radius = _threat(args, meta, ds.name)
         torch.manual_seed(args.seed)
         res = evaluate(model, ds, attacks, n=args.n, eps=eps, step=step, norm=norm, eps_by_attack=per_attack,
                        seed=args.seed, batch_size=args.batch_size, precision=args.precision, surrogate=surrogate,
@@ -97,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                        rays_queries=args.rays_queries, eot=args.eot, aa_version=args.aa_version)
         report = report_dict(res, checkpoint=str(path), model=meta.model_name, dataset=ds.name, split="test",
                              seed=args.seed, method=meta.label, trained_epoch=meta.epoch)
+        report["settings"].update({"radius": radius, "data": {"dataset": ds.name, **ds.provenance()}})
         md = report_markdown(report, meta.label)
         print(md + "\n")
         if args.out:
@@ -126,6 +133,9 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 def _load_for_eval(path: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, CheckpointMeta]:
     """A taylorat checkpoint, or with ``--arch`` a plain state dict in ours or a reference layout."""
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a run folder, not a checkpoint; give one of its checkpoints, e.g. "
+                        f"{Path(path) / 'best.safetensors'}")
     if args.arch is None:
         model, meta = ckpt.load_model(path, device)
         return model, CheckpointMeta.from_meta(meta)
@@ -159,18 +169,37 @@ def _chart(report: dict, path: Path, title: str) -> str:
     return f", {path}"
 
 
-def _threat(args: argparse.Namespace, meta: CheckpointMeta) -> tuple[str, float | None, float | None]:
-    """norm, eps, step: the flags, else the run's own per-epoch check (same norm), else each attack's default.
+def _threat(args: argparse.Namespace, meta: CheckpointMeta, dataset: str
+            ) -> tuple[str, float | None, float | None, dict[str, Any]]:
+    """norm, eps, step and the radius's provenance: the flags, else the run's own per-epoch check (same norm),
+    else (foreign weights, which record no radius) the dataset's conventional radius, else each attack's default.
 
-    A run checked at the reference radius (l_inf 0.031) is evaluated at every attack's own default
-    (PGD-20 0.031, AutoAttack 8/255); a run with another radius at that radius for every attack.
+    A run checked at the reference radius (l_inf 0.031), like a dataset whose conventional radius is 8/255
+    (CIFAR, SVHN), is evaluated at every attack's own default (PGD-20 0.031, AutoAttack 8/255); any other
+    radius (Fashion-MNIST's 0.1) is used by every attack.
     """
     run = meta.eval_settings
     norm = args.norm or run.norm
     run_eps, run_step = (run.eps, run.step) if norm == run.norm else (None, None)
-    eps = args.eps if args.eps is not None else eps_from_run(norm, run_eps)
+    foreign = "imported_from" in meta.raw  # weights taylorat did not train (--arch, taylorat import)
+    conventional = datasets.conventional_eps(dataset) if norm == "linf" and foreign else None
+    if args.eps is not None:
+        eps, source, why = args.eps, "flag", "--eps"
+    elif run_eps is not None:
+        eps, source = eps_from_run(norm, run_eps), "run"
+        why = f"the run's per-epoch check radius (eval.eps {run_eps:.4g})"
+    elif conventional is not None:
+        eps = None if abs(conventional - AA_EPS[norm]) < 1e-9 else conventional
+        source, why = "dataset", (f"assumed: the weights record no radius; {dataset}'s conventional l_inf radius "
+                                  f"{conventional:.4g}" + (" (each attack's reference default: PGD/CW 0.031, "
+                                                           "AutoAttack 8/255)" if eps is None else "")
+                                  + "; pass --eps to choose another")
+    else:
+        eps, source, why = None, "default", ("assumed: the weights record no radius" + (
+            " and the dataset declares none" if foreign else "") + "; each attack's own default; pass --eps to choose "
+            "another")
     step = args.step if args.step is not None else (run_step if args.eps is None and eps is not None else None)
-    return norm, eps, step
+    return norm, eps, step, {"eps": eps, "source": source, "why": why}
 
 
 def _attack_eps(items: list[str] | None) -> dict[str, float]:

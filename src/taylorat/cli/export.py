@@ -11,25 +11,29 @@ from .. import checkpoint as ckpt
 from ..common import resolve_device
 from ..evaluate import evaluate, report_dict
 from ..export import export
-from .shared import UserError, checkpoint_dataset
+from .shared import UserError, add_file_argument, checkpoint_dataset, file_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ex = subparsers.add_parser("export", help="a checkpoint for RobustBench (weights in its layout, model_info JSON, "
                                               "AutoAttack log), as ONNX, or as a plain state dict")
-    ex.add_argument("checkpoint")
-    ex.add_argument("--format", required=True, choices=["robustbench", "onnx", "state-dict"])
+    add_file_argument(ex, "checkpoint", "the taylorat checkpoint to export (.safetensors)")
+    ex.add_argument("--format", required=True, choices=["robustbench", "onnx", "state-dict"],
+                    help="robustbench (weights in its layout, model_info JSON, AutoAttack log), onnx, or state-dict "
+                         "(plain safetensors)")
     ex.add_argument("--out", required=True, help="folder for the exported files")
     ex.add_argument("--report", help="robustbench: report.json of taylorat eval --attacks clean,aa (at 8/255); "
                                      "without it clean and AutoAttack run here on the first --n test images")
     ex.add_argument("--n", type=int, default=1000, help="robustbench without --report: test images (default 1000)")
     ex.add_argument("--name", help="file name stem (robustbench default: Jin2023Randomized)")
-    ex.add_argument("--data-dir")
-    ex.add_argument("--device", default="auto")
+    ex.add_argument("--data-dir", help="robustbench without --report: the folder with the test set's files "
+                                        "(default: where the run read them)")
+    ex.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     ex.set_defaults(func=run, data_dir_hint="pass --data-dir DIR")
 
 
 def run(args: argparse.Namespace) -> int:
+    args.checkpoint = file_argument(args, "checkpoint")
     report = None
     if args.report:
         try:

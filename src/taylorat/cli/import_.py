@@ -7,16 +7,17 @@ import argparse
 from .. import checkpoint as ckpt
 from .. import models
 from ..models import layouts
+from .shared import add_file_argument, file_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     im = subparsers.add_parser("import", help="convert a torch.save state dict (e.g. the reference code's) to a "
                                               "safetensors checkpoint")
-    im.add_argument("file", help="a .pt/.pth state dict")
+    add_file_argument(im, "file", "a .pt/.pth state dict")
     im.add_argument("--model", required=True, help="architecture, e.g. wrn_34_10")
-    im.add_argument("--num-classes", type=int, default=10)
-    im.add_argument("--in-channels", type=int, default=3)
-    im.add_argument("--image-size", type=int, default=32)
+    im.add_argument("--num-classes", type=int, default=10, help="classes of the model's head (default 10)")
+    im.add_argument("--in-channels", type=int, default=3, help="input channels (default 3; 1 for MNIST-like data)")
+    im.add_argument("--image-size", type=int, default=32, help="input height and width (default 32)")
     im.add_argument("--dataset", help="recorded so that taylorat eval knows the data (e.g. cifar10)")
     im.add_argument("--out", required=True, help="the .safetensors file to write")
     im.add_argument("--allow-pickle", action="store_true",
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.file = file_argument(args, "file")
     state = ckpt.read_pickled_state(args.file, allow_pickle=args.allow_pickle)
     norm = layouts.normalization(state)
     kw = {"mean": norm[0], "std": norm[1]} if norm else {}

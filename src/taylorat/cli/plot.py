@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                             "into a PNG")
     pl.add_argument("run_dir", nargs="+", help="run folders (a run's out_dir, with its metrics.jsonl)")
     pl.add_argument("--out", help="PNG to write (default: RUN_DIR/curves.png for one run, ./curves.png for several)")
-    pl.add_argument("--title")
+    pl.add_argument("--title", help="the figure's title (default: none)")
     pl.set_defaults(func=run)
 
 

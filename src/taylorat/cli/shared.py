@@ -63,10 +63,29 @@ def checkpoint_dataset(meta: CheckpointMeta, source: str | Path, dataset: str | 
     """The data a checkpoint is evaluated on, never downloaded.
 
     ``dataset`` (a flag) wins, without the run's dataset options; else the dataset the run trained on, with
-    its options. The files come from ``data_dir`` (a flag), else from where the run read them.
+    its options. The files come from ``data_dir`` (a flag), else from the folder the run was told to read,
+    else (neither named one) from the default ``./data`` and its fallbacks.
     ``missing`` names the fix when neither names a dataset.
     """
     name = dataset or meta.dataset
     if not name:
         raise UserError(f"{source} does not name its dataset; {missing}")
-    return datasets.load(name, data_dir or meta.data_dir, download=False, **({} if dataset else meta.data_options))
+    run_dir = meta.data_dir if meta.data_dir not in (None, datasets.DEFAULT_DATA_DIR) else None
+    return datasets.load(name, data_dir if data_dir is not None else run_dir, download=False,
+                         **({} if dataset else meta.data_options))
+
+
+def add_file_argument(parser: argparse.ArgumentParser, dest: str, help: str) -> None:
+    """The command's input file, as a positional argument or as ``--checkpoint FILE`` (as eval takes it)."""
+    parser.add_argument(dest, nargs="?", help=help)
+    parser.add_argument("--checkpoint", dest=f"{dest}_flag", metavar="FILE", help=f"the same as the positional {dest}")
+
+
+def file_argument(args: argparse.Namespace, dest: str) -> str:
+    """The file given positionally or with ``--checkpoint``; one of the two, once."""
+    positional, flag = getattr(args, dest), getattr(args, f"{dest}_flag")
+    if positional and flag and positional != flag:
+        raise UserError(f"two files given ({positional} and --checkpoint {flag}); give one")
+    if not (positional or flag):
+        raise UserError(f"give the {dest} file: taylorat {args.command} FILE ... (or --checkpoint FILE)")
+    return positional or flag

@@ -16,15 +16,17 @@ from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
 from .registry import (
-    DATASETS,
-    DatasetSpec,
-    available,
-    geometry,
-    load,
-    locate,
-    register_dataset,
-    train_size,
-    unregister_dataset,
+                       DATASETS,
+                       DEFAULT_DATA_DIR,
+                       DatasetSpec,
+                       available,
+                       conventional_eps,
+                       geometry,
+                       load,
+                       locate,
+                       register_dataset,
+                       train_size,
+                       unregister_dataset,
 )
 from .splits import Prepared, holdout_indices, holdout_split, prepare, stratified_subset
 
@@ -36,6 +38,8 @@ __all__ = [
     "DatasetFormatError",
     "DatasetSpec",
     "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "conventional_eps",
     "register_dataset",
     "unregister_dataset",
     "load",

@@ -120,6 +120,10 @@ class Dataset:
     def n_test(self) -> int:
         return int(self.test_x.shape[0])
 
+    def provenance(self) -> dict[str, Any]:
+        """What was read: ``{"source": folder or origin, "files": [paths]}`` (files where the loader lists them)."""
+        return {k: self.info[k] for k in ("source", "files") if k in self.info}
+
     def describe(self) -> str:
         """One line: name, sizes, image shape, classes and augmentation."""
         c, h, w = (int(s) for s in self.train_x.shape[1:])

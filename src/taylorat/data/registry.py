@@ -28,8 +28,8 @@ from ..common import InputError, Registry
 from . import fetch
 from .dataset import Dataset, DatasetNotFoundError
 
-__all__ = ["DATASETS", "DatasetSpec", "available", "geometry", "load", "locate", "register_dataset", "train_size",
-           "unregister_dataset"]
+__all__ = ["DATASETS", "DEFAULT_DATA_DIR", "DatasetSpec", "available", "conventional_eps", "geometry", "load",
+           "locate", "register_dataset", "train_size", "unregister_dataset"]
 
 Geometry = tuple[int, int, int]
 
@@ -48,6 +48,8 @@ class DatasetSpec:
         urls: where a download fetches them (probed before a dry run promises a download).
         find: ``find(data_dir) -> str | None``: where the files are on disk, in words, or None if absent;
             no ``find`` means the dataset is built in (no files).
+        eps: the conventional l_inf radius of its robustness literature (0.1 for MNIST-like images, 8/255 for
+            CIFAR and SVHN), used to evaluate weights that do not record the radius they were trained for.
     """
 
     name: str
@@ -58,6 +60,7 @@ class DatasetSpec:
     files: str = ""
     urls: tuple[str, ...] = ()
     find: Callable[[Path], str | None] | None = None
+    eps: float | None = None
 
 
 def _normalize(name: str) -> str:
@@ -82,18 +85,32 @@ def unregister_dataset(name: str) -> None:
 
 
 # ------------------------------------------------------------- loader helpers
+#: where datasets are looked for (and downloaded to) when no folder is given
+DEFAULT_DATA_DIR = "./data"
+
+
 class _DataDir(type(Path())):  # type: ignore[misc]
-    """A Path that remembers how the caller spelled it (``./data`` stays ``./data``)."""
+    """A Path that remembers how the caller spelled it (``./data`` stays ``./data``) and whether it was given."""
 
     shown: str = ""
+    given: bool = True
 
 
-def data_dir_path(p: str | os.PathLike) -> Path:
-    """``p`` as a Path (``~`` expanded) whose ``shown`` attribute keeps the caller's spelling for messages."""
-    shown = os.fspath(p)
+def data_dir_path(p: str | os.PathLike | None) -> Path:
+    """``p`` as a Path (``~`` expanded) whose ``shown`` attribute keeps the caller's spelling for messages.
+
+    None (no folder given) is :data:`DEFAULT_DATA_DIR` with ``given`` False: only then may a loader fall back
+    to a system-wide copy (Debian's Fashion-MNIST); a folder the caller names must hold the files itself.
+    """
+    shown = DEFAULT_DATA_DIR if p is None else os.fspath(p)
     d = _DataDir(os.path.expanduser(shown))
-    d.shown = shown
+    d.shown, d.given = shown, p is not None
     return d
+
+
+def given(data_dir: Path) -> bool:
+    """Whether the caller named ``data_dir`` (False for the default ``./data``, which allows fallbacks)."""
+    return getattr(data_dir, "given", True)
 
 
 def shown(data_dir: Path) -> str:
@@ -146,7 +163,12 @@ def train_size(name: str, **options: Any) -> int:
     return int(spec.train_size({**spec.options, **options}) if callable(spec.train_size) else spec.train_size)
 
 
-def locate(name: str, data_dir: str | os.PathLike = "./data", download: bool = True) -> str:
+def conventional_eps(name: str) -> float | None:
+    """The dataset's conventional l_inf radius (:attr:`DatasetSpec.eps`), or None if it declares none."""
+    return DATASETS.get(name).eps
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> str:
     """Where :func:`load` would find the dataset, in words, without reading it (for dry runs).
 
     ``on disk: PATH``, ``built in (no files)``, ``not on disk: will download to DIR``; a dataset that is
@@ -166,15 +188,16 @@ def locate(name: str, data_dir: str | os.PathLike = "./data", download: bool = T
     return f"not on disk: will download to {shown(d)}"
 
 
-def load(name: str, data_dir: str | os.PathLike = "./data", download: bool = True, **options: Any) -> Dataset:
-    """Load dataset ``name`` as uint8 NCHW tensors.
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True, **options: Any) -> Dataset:
+    """Load dataset ``name`` as uint8 NCHW tensors; ``info["source"]`` names what was read.
 
     Args:
         name: one of :func:`available` (case-insensitive, ``-`` accepted for ``_``).
         data_dir: folder with the dataset's files (ignored by ``digits`` and
             ``synthetic``). For ``mnist``/``fashion_mnist`` it may also hold the
-            four IDX files directly; ``fashion_mnist`` falls back to
-            ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``).
+            four IDX files directly. None: ``./data``, and for ``fashion_mnist`` then
+            ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``);
+            a folder given explicitly must hold the files (or receive the download).
         download: try to download missing files (skipped quickly without network).
         **options: dataset-specific options (only ``synthetic`` has any).
 

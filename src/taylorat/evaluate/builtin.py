@@ -74,7 +74,7 @@ def _aa_flags(res) -> list[str]:
     return []
 
 
-@register_attack("aa", label="AutoAttack", default_eps=AA_EPS, flags=_aa_flags,
+@register_attack("aa", label="AutoAttack", default_eps=AA_EPS, flags=_aa_flags, requires=("pyautoattack", "aa"),
                  help="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via pyautoattack, l_inf 8/255")
 def autoattack(ctx: EvalContext) -> AttackResult:
     aa = AutoAttack(ctx.model, eps=ctx.eps, norm=ctx.norm, seed=ctx.seed, batch_size=ctx.batch_size,

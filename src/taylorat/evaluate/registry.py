@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attacks import correct_mask
-from ..common import InputError, Registry, as_float_images
+from ..common import InputError, Registry, as_float_images, require
 
 REFERENCE_EPS = {"linf": 0.031, "l2": 128 / 255}  # TRADES' PGD-20 / CW-20 evaluation radius
 REFERENCE_STEP = {"linf": 0.003, "l2": 15 / 255}
@@ -86,7 +86,8 @@ class AttackSpec:
     gives none; ``norms``: the threat models it supports; ``needs``: options it requires
     (``surrogate``); ``flags``: plain-language gradient-masking checks on a finished result;
     ``row``: whether it adds an accuracy row (the sweep adds a curve instead); ``gradient``:
-    whether it uses the step size.
+    whether it uses the step size; ``requires``: the optional dependency it imports, as
+    ``(module, extra)`` (``("pyautoattack", "aa")``: ``pip install 'taylorat[aa]'``), checked before any work.
     """
 
     name: str
@@ -98,6 +99,7 @@ class AttackSpec:
     flags: Callable[[Any], list[str]] | None = None
     row: bool = True
     help: str = ""
+    requires: tuple[str, str] | None = None
 
 
 ATTACKS: Registry[AttackSpec] = Registry("attack", listing="choose from")
@@ -107,7 +109,7 @@ ALIASES: dict[str, tuple[str, ...]] = {}
 def register_attack(name: str, *, label: str | None = None, default_eps: dict[str, float] | None = None,
                     norms: Sequence[str] = ("linf", "l2"), needs: Sequence[str] = (),
                     flags: Callable[[Any], list[str]] | None = None, row: bool = True,
-                    help: str = "") -> Callable:
+                    help: str = "", requires: tuple[str, str] | None = None) -> Callable:
     """Decorator: register ``fn(ctx) -> AttackResult`` as the evaluation attack ``name``."""
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
         raise InputError(f"attack name {name!r} must be lowercase letters, digits and _")
@@ -117,7 +119,8 @@ def register_attack(name: str, *, label: str | None = None, default_eps: dict[st
 
     def deco(fn: Callable[[EvalContext], AttackResult]) -> Callable[[EvalContext], AttackResult]:
         add(AttackSpec(name, fn, label or name, dict(default_eps or REFERENCE_EPS), tuple(norms), tuple(needs),
-                       flags, row, help or (fn.__doc__ or "").strip().split("\n")[0]))
+                       flags, row, help or (fn.__doc__ or "").strip().split("\n")[0],
+                       None if requires is None else (str(requires[0]), str(requires[1]))))
         return fn
 
     return deco
@@ -166,6 +169,15 @@ def expand(names: Sequence[str]) -> list[str]:
 def labels() -> dict[str, str]:
     """Report name -> column title, for every attack that adds a row."""
     return {s.name: s.label for s in attack_specs() if s.row}
+
+
+def check_dependencies(names: Sequence[str]) -> None:
+    """Import every optional dependency the attacks ``names`` need (``AttackSpec.requires``), before any work;
+    the first one missing is a one-line :class:`~taylorat.common.MissingDependency` naming its extra."""
+    for name in expand(names):
+        spec = get_attack(name)
+        if spec.requires is not None:
+            require(spec.requires[0], spec.requires[1], spec.label)
 
 
 def attack_eps(name: str, norm: str, eps: float | None = None, per_attack: dict[str, float] | None = None) -> float:

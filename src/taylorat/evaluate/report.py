@@ -60,6 +60,13 @@ def report_markdown(report: dict[str, Any], label: str) -> str:
         lines.append("ε per attack: " + ", ".join(f"{k} {v:.5g}" + (f" (step {s[k]['step']:.4g})"
                                                                    if isinstance(s.get(k, {}).get("step"), float)
                                                                    else "") for k, v in eps.items()))
+    radius = s.get("radius") or {}
+    if radius.get("why"):
+        lines.append(f"radius: {'each attack its own' if radius.get('eps') is None else format(radius['eps'], '.5g')}"
+                     f" ({radius['why']})")
+    data = s.get("data") or {}
+    if data.get("files") or data.get("source"):
+        lines.append("data read: " + (", ".join(data["files"]) if data.get("files") else data["source"]))
     eot = s.get("eot", {})
     if eot.get("draws", 1) > 1:
         lines.append(f"EOT: gradients averaged over {eot['draws']} draws ({eot.get('chosen')}); "

@@ -24,7 +24,16 @@ from torch import nn
 from ..attacks import eval_mode
 from ..common import InputError, as_float_images, check_unit_range
 from . import builtin  # noqa: F401  (registers the built-in attacks)
-from .registry import REFERENCE_EPS, REFERENCE_STEP, EvalContext, attack_eps, attack_specs, expand, get_attack
+from .registry import (
+    REFERENCE_EPS,
+    REFERENCE_STEP,
+    EvalContext,
+    attack_eps,
+    attack_specs,
+    check_dependencies,
+    expand,
+    get_attack,
+)
 
 EOT_DRAWS = 20  # as AutoAttack's rand version
 
@@ -173,6 +182,7 @@ def _check_request(names: list[str], norm: str, precision: str, options: dict[st
                 raise InputError(f"the {name} attack needs a {need} model (--{need} CHECKPOINT)")
     for name in eps_by_attack or {}:
         get_attack(name)
+    check_dependencies(names)
 
 
 def _choose_eot(model: nn.Module, x: torch.Tensor, eot: int | None, res: EvalResult) -> int:

@@ -48,7 +48,7 @@ def run_demo(out: str | Path, epochs: int = 30, seed: int = 0, device: str = "au
     for method in METHODS:
         run_dir = out / method.replace("+", "_")
         cfg = demo_config(method, run_dir, epochs, seed, device, progress)
-        log(f"== {method}: training small_cnn on digits for {epochs} epochs -> {run_dir}")
+        log(f"== {method}: training small_cnn on digits for {epochs} epoch{'s' if epochs != 1 else ''} -> {run_dir}")
         t = time.time()
         result = train(cfg, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         model, meta = ckpt.load_model(run_dir / "best.safetensors", resolve_device(device))

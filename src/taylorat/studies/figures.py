@@ -51,6 +51,9 @@ def lr_drops(runs: list[dict[str, Any]]) -> list[int]:
     return []
 
 
+STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 3)))  # with the colours: methods stay apart
+
+
 def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path, title: str = "") -> Path:
     """Two panels per study, one line per method (mean over seeds, band: lowest to highest seed).
 
@@ -63,6 +66,7 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415 - optional extra [plot]
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - optional extra [plot]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.8), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -76,13 +80,14 @@ def plot_curves(runs: list[dict[str, Any]], labels: list[str], path: str | Path,
                 continue
             color = colors[i % len(colors)]
             seeds = b["seeds"]
-            ax.plot(b["epoch"], b["mean"], color=color, lw=1.5,
+            ax.plot(b["epoch"], b["mean"], color=color, lw=1.5, ls=STYLES[i % len(STYLES)],
                     label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
             if seeds > 1:
                 ax.fill_between(b["epoch"], b["lo"], b["hi"], color=color, alpha=0.15, lw=0)
         for e in drops:
             ax.axvline(e, color="0.4", ls=":", lw=1)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     # the test curves climb from chance in the first epochs; show the part where methods differ

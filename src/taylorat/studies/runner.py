@@ -30,7 +30,7 @@ import torch
 from .. import checkpoint as ckpt
 from .. import data as datasets
 from ..common import atomic_write_text, read_json, read_jsonl, resolve_device
-from ..evaluate import attack_eps, eps_from_run, evaluate, expand, get_attack
+from ..evaluate import attack_eps, check_dependencies, eps_from_run, evaluate, expand, get_attack
 from ..evaluate.builtin import ATTACK_OPTIONS, attack_options
 from ..train import train
 from ..train.logs import format_event
@@ -234,6 +234,7 @@ def _curves(run_dir: Path) -> dict[str, list] | None:
 def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[str] | None = None,
               progress: bool = True, log: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
     """Train and evaluate every run of ``study`` that is not done yet; write results.json and README.md."""
+    check_dependencies([*study.evaluate.attacks, *study.evaluate.last])  # a missing extra stops before training
     runs = study.runs(runs_dir, only)
     by_key = {(r.label, r.seed): r for r in runs}
     for i, run in enumerate(runs, 1):
@@ -278,6 +279,7 @@ def run_study_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs
                        command: str = "", threads: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """``run_study`` with ``jobs`` runs at a time (processes of ``threads`` CPU threads each, default an equal
     share of the cores); returns the results and the runs that failed."""
+    check_dependencies([*study.evaluate.attacks, *study.evaluate.last])  # a missing extra stops before training
     runs = study.runs(runs_dir, only)
     by_key = {(r.label, r.seed): r for r in runs}
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -38,7 +38,7 @@ class DataConfig:
     """``data.*``: which dataset, where its files are, the held-out selection split and a training subset."""
 
     dataset: str = "cifar10"
-    data_dir: str = "./data"
+    data_dir: Union[str, None] = None  # None: ./data, then a system copy; a folder given must hold the files
     download: bool = True
     holdout: int = _ranged(1000, ">= 0")  # images held out of the training set for model selection
     train_subset: Union[int, None] = _ranged(None, "> 0")  # seeded, class-stratified subset of the training set
@@ -187,31 +187,95 @@ class Config:
 
 
 MOVED = {"method.awp_gamma": "minimizer.gamma", "method.awp_warmup": "minimizer.warmup"}
+#: what people write for a section or a key, and what taylorat calls it
+SECTION_ALIASES = {"optimizer": "optim", "optimiser": "optim", "optimization": "optim", "opt": "optim",
+                   "training": "optim", "train": "optim", "dataset": "data", "datasets": "data", "network": "model",
+                   "arch": "model", "attacks": "attack", "adversary": "attack", "evaluation": "eval",
+                   "evaluate": "eval", "loss": "method", "objective": "method"}
+KEY_ALIASES = {"learning_rate": "lr", "lr_rate": "lr", "learningrate": "lr", "epoch": "epochs",
+               "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs", "bs": "batch_size",
+               "batch": "batch_size", "batchsize": "batch_size", "wd": "weight_decay", "decay": "weight_decay",
+               "arch": "name", "architecture": "name", "model": "name", "method": "name", "type": "name",
+               "epsilon": "eps", "radius": "eps", "step_size": "step", "alpha": "step", "num_steps": "steps",
+               "iterations": "steps", "lambda": "beta", "sigma": "noise_std", "std": "noise_std", "path": "data_dir",
+               "root": "data_dir", "dir": "data_dir", "name": "dataset", "output_dir": "out_dir", "out": "out_dir"}
 
 
-def _unknown(key: str, choices: list[str]) -> ConfigError:
-    """One line naming the closest valid key (same leaf name anywhere, else the closest spelling)."""
+def _closest(name: str, choices: list[str], aliases: dict[str, str]) -> str | None:
+    """``name`` itself, its alias, or its closest spelling among ``choices``; None if nothing is close."""
+    name = name.strip().lower().replace("-", "_")
+    if name in choices:
+        return name
+    if aliases.get(name) in choices:
+        return aliases[name]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _suggest(key: str, choices: list[str], section: bool = False) -> str | None:
+    """The valid key (or with ``section`` the valid section) a user most likely meant by ``key``.
+
+    The section and the key are matched separately, each by its own name, its common aliases
+    (``optimizer`` -> ``optim``, ``learning_rate`` -> ``lr``), then its spelling.
+    """
+    sections = list(dict.fromkeys(c.split(".")[0] for c in choices if "." in c))
+    top = [c for c in choices if "." not in c]
+    *head, leaf = key.split(".")
+    if section:
+        return _closest(key, sections, SECTION_ALIASES)
+    if not head:  # a top-level key: a run key, else the same key in a section (`lr` -> `optim.lr`)
+        hit = _closest(leaf, top, {})
+        if hit:
+            return hit
+        for name in (leaf, KEY_ALIASES.get(leaf)):
+            same = [c for c in choices if c.split(".")[-1] == name]
+            if same:
+                return same[0]
+        return None
+    sec = _closest(head[0], sections, SECTION_ALIASES)
+    if sec is None:
+        return None
+    leaves = [c.split(".", 1)[1] for c in choices if c.startswith(sec + ".")]
+    name = leaf.strip().lower().replace("-", "_")
+    for cand in (name, KEY_ALIASES.get(name)):
+        if cand in leaves:
+            return f"{sec}.{cand}"
+    for cand in (name, KEY_ALIASES.get(name)):  # the key of another section (`optim.eps` -> `attack.eps`)
+        same = [c for c in choices if c.split(".")[-1] == cand]
+        if same:
+            return same[0]
+    hit = _closest(name, leaves, {})
+    return f"{sec}.{hit}" if hit else None
+
+
+def _unknown(key: str, choices: list[str], section: bool = False, source: str | None = None) -> ConfigError:
+    """One line naming the key (in ``source``, the config file) and the valid key most likely meant."""
+    where = f" in {source}" if source else ""
     if key in MOVED:
-        return ConfigError(f"config key {key!r} is now {MOVED[key]!r} (the minimizer section)")
-    leaf = key.split(".")[-1]
-    same = [c for c in choices if c.split(".")[-1] == leaf]
-    close = same or difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}")
+        return ConfigError(f"config key {key!r}{where} is now {MOVED[key]!r} (the minimizer section)")
+    close = _suggest(key, choices, section)
+    sections = ", ".join(dict.fromkeys(c.split(".")[0] for c in choices if "." in c))
+    hint = f"; did you mean {close!r}?" if close else (f"; the sections are {sections}" if section else "")
+    what = "section" if section else "key"
+    return ConfigError(f"unknown config {what} {key!r}{where}{hint}")
 
 
-def _apply(obj: Any, values: dict[str, Any], all_keys: list[str], prefix: str = "") -> None:
+def _apply(obj: Any, values: dict[str, Any], all_keys: list[str], prefix: str = "", source: str | None = None) -> None:
     hints = get_type_hints(type(obj))
     names = [f.name for f in fields(obj)]
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in names:
-            raise _unknown(full, all_keys)
+            if not prefix and isinstance(value, dict) and value:  # a section: `optimizer: {lr: ...}`
+                first = f"{full}.{next(iter(value))}"
+                raise _unknown(*((first, all_keys) if _suggest(first, all_keys) else (full, all_keys, True)),
+                               source=source)
+            raise _unknown(full, all_keys, source=source)
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full} must be a mapping of its keys, got {value!r}")
-            _apply(current, value, all_keys, f"{full}.")
+            _apply(current, value, all_keys, f"{full}.", source)
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
 
@@ -257,14 +321,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def from_dict(values: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
-    """A validated Config from nested values and ``key=value`` overrides."""
+def from_dict(values: dict[str, Any] | None = None, overrides: list[str] | None = None,
+              source: str | None = None) -> Config:
+    """A validated Config from nested values (read from the file ``source``, named in errors) and overrides."""
     cfg = Config()
     keys = _all_keys(cfg)
     if values is not None:
         if not isinstance(values, dict):
             raise ConfigError("a config must be a mapping of sections (data, model, method, attack, optim, eval)")
-        _apply(cfg, values, keys)
+        _apply(cfg, values, keys, source=source)
     if overrides:
         _apply(cfg, parse_overrides(overrides), keys)
     validate(cfg)
@@ -283,7 +348,7 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"config file {p} is not valid YAML ({first})") from None
-    return from_dict(values, overrides)
+    return from_dict(values, overrides, source=None if path is None else str(path))
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -34,11 +34,30 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     cl, why = resolve_channels_last(cfg.channels_last, model, device)
     lines = [f"model: {cfg.model.name}, {params:,} parameters for {channels}x{size}x{size} inputs, {classes} classes",
              f"data: {d.dataset} ({where}); train_subset {d.train_subset}, holdout {d.holdout}",
-             f"schedule: {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
+             f"schedule: {o.epochs} epoch{'s' if o.epochs != 1 else ''}, "
+             f"{describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
              f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last} -> "
              f"{'on' if cl else 'off'} ({why}), compile {cfg.compile}",
              f"out_dir: {run_dir_state(cfg)}"]
+    lines.append(check_cost(cfg, datasets.train_size(d.dataset, **d.options)))
     warning = schedule_warning(o.epochs, o.milestones)
     if warning:
         lines.append(f"WARNING: {warning}")
     return lines
+
+
+def check_cost(cfg: Config, n_images: int) -> str:
+    """The per-epoch check's cost beside an epoch's training, counted in image passes (forward + backward).
+
+    Training: ``n_train * (attack.steps + 2)`` (the attack's steps, the clean and adversarial passes);
+    the check: ``eval.n * (eval.steps + 1)`` (PGD's steps and the clean pass), every ``eval.every`` epochs.
+    """
+    d, e, a = cfg.data, cfg.eval, cfg.attack
+    n_train = d.train_subset or max(1, n_images - (d.holdout if e.select_on == "holdout" else 0))
+    checked = min(e.n, d.holdout) if e.select_on == "holdout" else e.n
+    ratio = checked * (e.steps + 1) / (n_train * (a.steps + 2) * e.every)
+    line = (f"per-epoch check: PGD-{e.steps} on {checked:,} {e.select_on} images every "
+            f"{'epoch' if e.every == 1 else f'{e.every} epochs'}, about {ratio:.0%} of an epoch's training cost")
+    if ratio > 0.5:
+        line += (f"; to make it cheaper lower eval.n (e.g. eval.n={max(100, checked // 4)}) or raise eval.every")
+    return line

@@ -72,6 +72,10 @@ def check_run_dir(cfg: Config, resume: bool, data_parallel: bool = False) -> str
         diff = config_diff(stored, cfg.to_dict())
         if not data_parallel:  # keys that only act across ranks do not change a one-process run
             diff = [k for k in diff if k not in DATA_PARALLEL_ONLY]
+        if diff == ["optim.epochs"]:  # the schedule's drops sit at fractions of optim.epochs: no extending
+            return (f"{out} holds a run of {(stored.get('optim') or {}).get('epochs')} epochs; extending a schedule "
+                    f"to optim.epochs={cfg.optim.epochs} is not supported (its learning-rate drops would move); "
+                    "train the longer run in another out_dir")
         if diff:
             return (f"{out} holds a different run (config differs in {', '.join(diff[:4])}); choose "
                     "another out_dir or resume with the same config")

@@ -85,6 +85,7 @@ class Trainer:
         self.dataset = ds = datasets.load(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download,
                                           **cfg.data.options)
         self.prep = datasets.prepare(ds, cfg.data.train_subset, cfg.data.holdout, cfg.seed)
+        self.prep.info = {**self.prep.info, **ds.provenance()}  # summary.json and checkpoints name what was read
         if ds.num_classes < 3 and cfg.resolved_method()["eta"] + cfg.resolved_method()["eta2"] > 0:
             raise InputError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
         torch.manual_seed(cfg.seed)
@@ -329,8 +330,10 @@ class Trainer:
         cfg = self.cfg
         self.prepare_run_dir(resume)
         o = cfg.optim
-        self.log(f"{cfg.name}: {cfg.model.name} on {self.dataset.name} ({self.prep.info['n_train']} training images), "
-                 f"{cfg.method.name}, {o.epochs} epochs, {describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}; "
+        self.log(f"{cfg.name}: {cfg.model.name} on {self.dataset.name} ({self.prep.info['n_train']} training images"
+                 + (f" from {self.prep.info['source']}" if "source" in self.prep.info else "") + "), "
+                 f"{cfg.method.name}, {o.epochs} epoch{'s' if o.epochs != 1 else ''}, "
+                 f"{describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}; "
                  f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last} -> "
                  f"{'on' if self.channels_last else 'off'} ({self.channels_last_why})")
         warning = schedule_warning(o.epochs, o.milestones)

@@ -95,7 +95,7 @@ def _load(name: str, data_dir: Path, download: bool) -> Dataset:
 def _spec(name: str) -> DatasetSpec:
     _, archive, _, classes = _FILES[name]
     return DatasetSpec(name, geometry=(3, 32, classes), train_size=50_000, loader=partial(_load, name),
-                       files=_what(name), urls=(_URL + archive,), find=partial(_find, name))
+                       files=_what(name), urls=(_URL + archive,), find=partial(_find, name), eps=8 / 255)
 
 
 register_dataset(_spec("cifar10"))

@@ -1,8 +1,9 @@
 """MNIST and Fashion-MNIST: the four IDX files (gzipped or not), read directly, else downloaded by torchvision.
 
 The files are looked for straight in ``data_dir`` (the Debian package layout), then in torchvision's
-``<data_dir>/<Class>/raw/``, and for ``fashion_mnist`` then in the system-wide copy of Debian's
-``dataset-fashion-mnist`` package; only then downloaded. The mirrors are torchvision's
+``<data_dir>/<Class>/raw/``, and for ``fashion_mnist`` when no folder was given then in the system-wide
+copy of Debian's ``dataset-fashion-mnist`` package; only then downloaded. The conventional radius of
+both is l_inf 0.1. The mirrors are torchvision's
 (``MNIST.mirrors``, ``FashionMNIST.mirrors``), spelled out so that declaring the datasets does not
 import torchvision.
 """
@@ -17,7 +18,7 @@ import torch
 from .. import fetch
 from ..dataset import Dataset, DatasetNotFoundError
 from ..idx import find_idx_files, load_idx_folder, missing_idx_files
-from ..registry import DatasetSpec, as_labels, not_found, register_dataset, shown
+from ..registry import DatasetSpec, as_labels, given, not_found, register_dataset, shown
 
 #: where the Debian package ``dataset-fashion-mnist`` installs the four IDX files
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -39,7 +40,7 @@ def _folder_with_files(name: str, data_dir: Path) -> Path | None:
         if missing:
             raise DatasetNotFoundError(f"{name} in {shown(data_dir) if f is data_dir else f} is incomplete: "
                                        f"{', '.join(missing)} missing; put all four IDX files there")
-    if name == "fashion_mnist":
+    if name == "fashion_mnist" and not given(data_dir):  # the system copy only when no folder was named
         folders.append(DEBIAN_FASHION_MNIST_DIR)
     return next((f for f in folders if find_idx_files(f) is not None), None)
 
@@ -52,8 +53,10 @@ def _find(name: str, data_dir: Path) -> str | None:
 def _load(name: str, data_dir: Path, download: bool) -> Dataset:
     found_in = _folder_with_files(name, data_dir)
     if found_in is not None:
-        train_x, train_y, test_x, test_y, _files = load_idx_folder(found_in)
-        return _dataset(name, train_x, train_y, test_x, test_y, str(found_in), "idx files")
+        train_x, train_y, test_x, test_y, files = load_idx_folder(found_in)
+        ds = _dataset(name, train_x, train_y, test_x, test_y, str(found_in), "idx files")
+        ds.info["files"] = [str(f) for f in files.values()]
+        return ds
     if not download:
         raise not_found(name, data_dir, download, None, _WHAT) from None
     import torchvision.datasets as tvd  # noqa: PLC0415 - read only when the dataset is loaded
@@ -93,7 +96,7 @@ def _dataset(name, train_x, train_y, test_x, test_y, source: str, obtained: str)
 
 def _spec(name: str) -> DatasetSpec:
     return DatasetSpec(name, geometry=(1, 28, 10), train_size=60_000, loader=partial(_load, name), files=_WHAT,
-                       urls=_SOURCES[name][1], find=partial(_find, name))
+                       urls=_SOURCES[name][1], find=partial(_find, name), eps=0.1)
 
 
 register_dataset(_spec("mnist"))

@@ -64,4 +64,4 @@ def _load(data_dir: Path, download: bool) -> Dataset:
 
 
 register_dataset(DatasetSpec("svhn", geometry=(3, 32, 10), train_size=73_257, loader=_load, files=_WHAT,
-                             urls=(_URL,), find=_find))
+                             urls=(_URL,), find=_find, eps=8 / 255))
