@@ -14,6 +14,7 @@ adds one of your own.
 
 from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
+from .extra import ExtraPool, MixedLoader, extra_count, open_pool
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
 from .registry import (DATASETS, DatasetSpec, available, geometry, load, locate, register_dataset, train_size,
     unregister_dataset)
@@ -40,6 +41,10 @@ __all__ = [
     "holdout_split",
     "holdout_indices",
     "DeviceLoader",
+    "ExtraPool",
+    "MixedLoader",
+    "extra_count",
+    "open_pool",
     "EpochPlan",
     "epoch_seed",
     "to_float",

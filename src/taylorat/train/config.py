@@ -22,6 +22,7 @@ import yaml
 
 from ..common import InputError
 from ..data import available as available_datasets
+from ..models import accepts as model_accepts
 from ..models import check_name as check_model_name
 from ..objectives import ASAM, SAM, get_base, methods, minimizer_options, order_defaults, split_name
 from ..objectives.combine import resolve_eta2
@@ -37,6 +38,15 @@ def _ranged(default: Any, bound: str) -> Any:
 
 
 @dataclass
+class ExtraConfig:
+    """``data.extra.*``: an extra labelled pool (e.g. generated images) mixed into every batch (data/extra.py)."""
+
+    path: Union[str, None] = None  # an uncompressed .npz with image (uint8 N x H x W x C) and label (int N)
+    fraction: float = _ranged(0.0, "in [0, 1)")  # share of every batch drawn from the pool: round(fraction * B)
+    on_device: Literal["auto", "true", "false"] = "auto"  # auto: the pool goes to the device when it is small
+
+
+@dataclass
 class DataConfig:
     """``data.*``: which dataset, where its files are, the held-out selection split and a training subset."""
 
@@ -48,6 +58,7 @@ class DataConfig:
     crop: Union[bool, None] = None  # None: the dataset's default
     flip: Union[bool, None] = None
     options: dict = field(default_factory=dict)  # dataset-specific (e.g. synthetic sizes)
+    extra: ExtraConfig = field(default_factory=ExtraConfig)
 
 
 @dataclass
@@ -55,6 +66,7 @@ class ModelConfig:
     """``model.*``: a registered architecture name (``taylorat.models.available()``)."""
 
     name: str = "preact_resnet18"
+    activation: Literal["relu", "silu"] = "relu"  # silu: PreAct ResNet and WideResNet only
 
 
 @dataclass
@@ -68,6 +80,7 @@ class MethodConfig:
     compat: Literal["symmetric", "reference"] = "symmetric"  # reference: the authors' second-order targets
     noise_std: Union[float, None] = _ranged(None, ">= 0")  # None: the base's σ for Taylor orders (1e-4; awp-trades 0)
     noise_scope: Literal["conv", "weights", "all", "none"] = "conv"
+    label_smoothing: float = _ranged(0.0, "in [0, 1)")  # the CE terms only (docs/method.md), never KL or Taylor
 
 
 @dataclass
@@ -99,7 +112,8 @@ class AttackConfig:
 
 @dataclass
 class OptimConfig:
-    """``optim.*``: SGD, the step schedule (milestones as fractions of the epochs) and weight averaging."""
+    """``optim.*``: SGD, the schedule (step: milestones as fractions of the epochs; cosine), warm-up,
+    gradient accumulation and weight averaging."""
 
     epochs: int = _ranged(200, ">= 1")
     batch_size: int = _ranged(128, ">= 1")
@@ -109,9 +123,13 @@ class OptimConfig:
     nesterov: bool = False
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = _ranged(0.1, "in (0, 1]")
+    schedule: Literal["step", "cosine"] = "step"  # cosine: lr·½(1 + cos(π·t)) over the steps after the warm-up
+    warmup_epochs: float = _ranged(0.0, ">= 0")  # linear warm-up from 0, per step
+    accumulate: int = _ranged(1, ">= 1")  # K micro-batches per optimizer step (the batch is optim.batch_size)
     fused: bool = False  # the fused SGD kernel (one kernel for all parameters)
     average: Literal["none", "ema", "swa"] = "none"  # weight averaging, evaluated with recomputed BN statistics
     ema_decay: float = _ranged(0.999, "in (0, 1)")
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at step t, as Wang et al. 2023's code
     swa_start: float = _ranged(0.5, "in [0, 1)")  # fraction of the epochs after which SWA averages (once per epoch)
 
 
@@ -441,3 +459,25 @@ def validate(cfg: Config) -> None:
            f"optim.milestones must be increasing fractions of the epochs in (0, 1], got {o.milestones}")
     if cfg.eval.select_on == "holdout":
         _check(d.holdout >= 1, "eval.select_on=holdout needs data.holdout >= 1 (or set eval.select_on=test)")
+    _validate_recipe(cfg)
+
+
+def _validate_recipe(cfg: Config) -> None:
+    """Extra data, warm-up, accumulation, activation and label smoothing against the rest of the config."""
+    x, o = cfg.data.extra, cfg.optim
+    _check(x.path is None or x.fraction > 0, f"data.extra.path={x.path} is set but data.extra.fraction is 0; "
+                                             "set a fraction in (0, 1) (e.g. 0.7) or leave the path unset")
+    _check(x.fraction == 0 or bool(x.path), f"data.extra.fraction={x.fraction} needs data.extra.path "
+                                            "(an uncompressed .npz with image and label)")
+    _check(o.warmup_epochs <= o.epochs, f"optim.warmup_epochs={o.warmup_epochs} exceeds optim.epochs={o.epochs}")
+    _check(o.accumulate <= o.batch_size, f"optim.accumulate={o.accumulate} exceeds optim.batch_size={o.batch_size}: "
+                                         "each micro-batch needs at least one image")
+    mz = cfg.resolved_minimizer()["name"]
+    _check(o.accumulate == 1 or mz == "none", f"optim.accumulate={o.accumulate} works with minimizer none only "
+                                              f"(this run's minimizer is {mz}); set optim.accumulate=1")
+    _check(cfg.model.activation == "relu" or model_accepts(cfg.model.name, "activation"),
+           f"model.activation={cfg.model.activation} needs a model that takes it (preact_resnet18, wrn_<depth>_"
+           f"<width>); {cfg.model.name} has relu only")
+    base = split_name(cfg.method.name)[0]
+    _check(cfg.method.label_smoothing == 0 or get_base(base).label_smoothing,
+           f"method.label_smoothing: base {base!r} does not take it (trades, at, mart and awp-trades do)")
