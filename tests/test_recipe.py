@@ -320,3 +320,37 @@ def test_dry_run_checks_the_pool_before_training(tmp_path):
     np.savez(tmp_path / "bad.npz", image=np.zeros((3, 28, 28, 1), np.uint8), label=np.zeros(3, np.int64))
     with pytest.raises(InputError, match="the dataset's are 8x8x1"):
         dry_run(recipe(tmp_path, tmp_path / "bad.npz"))
+
+
+# ------------------------------------------------------------------ the Fashion-MNIST sanity study, at toy size
+
+
+@pytest.mark.slow
+def test_recipe_study_runs_at_toy_size(tmp_path):
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from taylorat.cli import main
+    from taylorat.data.extra import write_training_pool
+
+    root = Path(__file__).resolve().parent.parent
+    study = yaml.safe_load((root / "configs" / "studies" / "recipe_extra_cpu.yaml").read_text())
+    options = {"n_train": 200, "n_test": 40, "channels": 1, "image_size": 28}
+    ds = datasets.load("synthetic", **options)
+    pool = write_training_pool(tmp_path / "extra.npz", ds, 60, train_subset=40, holdout=20, seeds=[0])
+    with np.load(pool) as z:
+        assert z["image"].shape == (60, 28, 28, 1)
+    assert pool.read_bytes() == write_training_pool(tmp_path / "again.npz", ds, 60, 40, 20, [0]).read_bytes()
+    study["runs"][1]["data"]["extra"]["path"] = str(pool)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    tiny = ["base.data.dataset=synthetic", f"base.data.options={json.dumps(options)}", "base.data.train_subset=40",
+            "base.data.holdout=20", "base.optim.epochs=2", "base.optim.warmup_epochs=1", "base.attack.steps=2",
+            "base.eval.n=20", "base.eval.steps=2", "base.progress=false", "seeds=[0]", "evaluate.n=12"]
+    out = tmp_path / "docs"
+    assert main(["reproduce", str(tmp_path / "study.yaml"), *tiny, "--runs-dir", str(tmp_path / "runs"),
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in res["runs"]] == ["250 images", "250 images + pool"]
+    assert all(r["clean"] >= r["pgd20"] for r in res["runs"])

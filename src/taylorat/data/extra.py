@@ -241,3 +241,26 @@ class MixedLoader:
                 ys.append(self.labels[idx.to(self.device)])
             x = torch.cat(xs) if len(xs) > 1 else xs[0]
             yield to_float(x, ld.memory_format), torch.cat(ys) if len(ys) > 1 else ys[0], (lo, hi, total)
+
+
+def write_training_pool(path: str | Path, ds, n: int, train_subset: int, holdout: int, seeds: list[int],
+                        seed: int = 0) -> Path:
+    """Write ``n`` training images of ``ds`` as a pool ``.npz``, none of them in the ``train_subset`` images
+    or the ``holdout`` of any of ``seeds`` (as :func:`taylorat.data.prepare` chooses them): real images
+    standing in for generated ones. Deterministic in (``ds``, its arguments)."""
+    from .splits import holdout_indices, stratified_subset  # noqa: PLC0415
+
+    used = torch.zeros(ds.train_y.shape[0], dtype=torch.bool)
+    for s in seeds:
+        train_idx, hold_idx = holdout_indices(ds.train_y, holdout, s)
+        used[hold_idx] = True
+        used[train_idx[stratified_subset(ds.train_y[train_idx], train_subset, s + 7919)]] = True
+    free = torch.nonzero(~used).flatten()
+    if n > free.numel():
+        raise DatasetFormatError(f"only {free.numel()} training images are outside the subsets; ask for n <= that")
+    g = torch.Generator().manual_seed(epoch_seed(seed, 15485863))
+    pick = free[torch.randperm(free.numel(), generator=g)[:n]].sort().values
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, image=ds.train_x[pick].permute(0, 2, 3, 1).numpy(), label=ds.train_y[pick].numpy())
+    return out
