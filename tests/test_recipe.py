@@ -160,7 +160,7 @@ def test_streaming_stops_cleanly_when_left_early(tmp_path):
 
 
 def test_step_schedule_per_step_is_the_epoch_schedule():
-    for step in range(0, 40):
+    for step in range(40):
         assert lr_at_step(step, 4, 0.1, 10, [0.5, 0.75], 0.1) == lr_at(step // 4 + 1, 0.1, 10, [0.5, 0.75], 0.1)
 
 

@@ -36,7 +36,7 @@ PREFETCH = 4  # batches the streaming thread prepares ahead
 
 def extra_count(fraction: float, batch_size: int) -> int:
     """Pool images per batch of ``batch_size``: ``round(fraction·B)``, leaving at least one original image."""
-    return min(batch_size - 1, int(round(fraction * batch_size)))
+    return min(batch_size - 1, round(fraction * batch_size))
 
 
 def open_member(path: Path, key: str) -> np.ndarray:
@@ -52,7 +52,8 @@ def open_member(path: Path, key: str) -> np.ndarray:
         local = f.read(30)
         if local[:4] != b"PK\x03\x04":
             raise DatasetFormatError(f"{path}: member {name} has no valid zip header; rewrite it with np.savez")
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
         f.seek(start)
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -155,7 +156,7 @@ class MixedLoader:
         return len(self.loader)
 
     def _rows(self, step: int, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Pool rows ``a:b`` of global step ``step`` on the host: indices, crop offsets and flips (seeded by the step)."""
+        """Pool rows ``a:b`` of global step ``step`` on the host: indices, crop offsets and flips (seeded by step)."""
         ld = self.loader
         g = torch.Generator().manual_seed(epoch_seed(self.seed, 104729 + step))
         offsets = torch.randint(0, 2 * ld.pad + 1, (self.per_batch, 2), generator=g)[a:b] if ld.crop else None

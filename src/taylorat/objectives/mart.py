@@ -25,7 +25,8 @@ def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tens
     adv_probs = F.softmax(logits_adv, dim=1)
     top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
     new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-    bce = F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+    bce = (F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing)
+           + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y))
     nat_probs = F.softmax(logits_nat, dim=1)
     true_probs = nat_probs.gather(1, y[:, None]).squeeze(1)
     kl = (torch.xlogy(nat_probs, nat_probs) - nat_probs * torch.log(adv_probs + 1e-12)).sum(1)  # nn.KLDivLoss
