@@ -6,19 +6,22 @@ import pytest
 import torch
 from torch import nn
 
-from taylorat.models import Classifier, available, create, examples, register
+from taylorat.models import Classifier, available, create, examples, named, register
 
 GEOMETRIES = [(3, 32), (1, 28)]  # CIFAR-shaped and MNIST-shaped inputs
 # every registered model, as timm's tests do: a newly registered architecture is checked without editing this file
 CONTRACT = [(name, c, s) for name in examples() for c, s in GEOMETRIES]
 CONTRACT_IDS = [f"{n}-{c}x{s}x{s}" for n, c, s in CONTRACT]
+# the model options a config can set (model.activation), on the models that take them
+OPTIONS = [("preact_resnet18", {"activation": "silu"}), ("wrn_16_2", {"activation": "silu"}),
+           ("wrn_28_10", {"activation": "silu"})]
 
 
-def check_contract(name: str, channels: int, size: int) -> None:
+def check_contract(name: str, channels: int, size: int, **options) -> None:
     """What taylorat needs of a model: features + linear head, [0,1] input checks, a spec that rebuilds it,
     channels_last and bf16 autocast (training) that agree with the default layout."""
     torch.manual_seed(0)
-    model = create(name, num_classes=7, in_channels=channels, image_size=size).eval()
+    model = create(name, num_classes=7, in_channels=channels, image_size=size, **options).eval()
     assert isinstance(model, Classifier) and model.name == name and isinstance(model.head, nn.Linear)
     x = torch.rand(2, channels, size, size)
     model.check_input(x)
@@ -28,6 +31,7 @@ def check_contract(name: str, channels: int, size: int) -> None:
         assert feats.shape == (2, model.head.in_features) and logits.shape == (2, 7)
         torch.testing.assert_close(logits, model.head(feats), rtol=0, atol=1e-6)
         spec = model.spec
+        assert all(spec[k] == v for k, v in options.items() if v != "relu")
         rebuilt = create(**spec)
         assert rebuilt.spec == spec and spec["name"] == name
         rebuilt.load_state_dict(model.state_dict(), strict=True)
@@ -45,6 +49,19 @@ def check_contract(name: str, channels: int, size: int) -> None:
 @pytest.mark.parametrize("name,channels,size", CONTRACT, ids=CONTRACT_IDS)
 def test_every_registered_model_meets_the_contract(name, channels, size):
     check_contract(name, channels, size)
+
+
+@pytest.mark.parametrize("name,options", OPTIONS, ids=[f"{n}-{o['activation']}" for n, o in OPTIONS])
+def test_model_options_meet_the_contract(name, options):
+    check_contract(name, 3, 32, **options)
+    relu, silu = create(name), create(name, **options)
+    assert sum(p.numel() for p in relu.parameters()) == sum(p.numel() for p in silu.parameters())
+
+
+def test_named_examples_and_bad_activation():
+    assert {"wrn_28_10", "wrn_70_16", "wrn_34_10"} <= set(named())
+    with pytest.raises(ValueError, match="activation must be one of relu, silu, got 'gelu'"):
+        create("wrn_16_2", activation="gelu")
 
 
 class ToyNet(Classifier):

@@ -90,12 +90,13 @@ def test_bad_config_values_get_one_line_errors(values, overrides, match):
 
 CHOICE_KEYS = {"precision", "channels_last", "compile", "taylor_stats", "checkpoints", "logging", "method.compat",
                "method.noise_scope", "attack.norm", "attack.mode", "attack.projection", "optim.average",
-               "eval.select_on", "minimizer.name"}
+               "eval.select_on", "minimizer.name", "model.activation", "optim.schedule", "data.extra.on_device"}
 RANGED_KEYS = {"seed", "log_every", "data.holdout", "data.train_subset", "method.beta", "method.eta", "method.eta2",
                "method.noise_std", "attack.eps", "attack.step", "attack.steps", "optim.epochs", "optim.batch_size",
                "optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.ema_decay", "optim.swa_start",
                "eval.n", "eval.eps", "eval.step", "eval.steps", "eval.batch_size", "eval.every", "eval.track_test",
-               "eval.track_train", "minimizer.rho", "minimizer.eta", "minimizer.gamma", "minimizer.warmup"}
+               "eval.track_train", "minimizer.rho", "minimizer.eta", "minimizer.gamma", "minimizer.warmup",
+               "data.extra.fraction", "method.label_smoothing", "optim.warmup_epochs", "optim.accumulate"}
 
 
 def test_choices_and_ranges_are_declared_on_their_fields():
@@ -121,7 +122,10 @@ def test_every_choice_key_accepts_its_values_and_names_them_when_wrong(key):
     assert str(e.value) == f"{key}={typo!r} is not one of {', '.join(allowed)}; did you mean {allowed[-1]!r}?"
     cfg = from_dict({})  # a config edited in code is checked the same way
     section, _, leaf = key.rpartition(".")
-    setattr(getattr(cfg, section) if section else cfg, leaf, [typo] if key == "logging" else typo)
+    owner = cfg
+    for part in section.split(".") if section else []:  # nested sections (data.extra) as well
+        owner = getattr(owner, part)
+    setattr(owner, leaf, [typo] if key == "logging" else typo)
     with pytest.raises(ConfigError, match=f"^{key}='{typo}' is not one of"):
         validate(cfg)
 

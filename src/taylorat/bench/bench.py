@@ -39,6 +39,7 @@ from ..train.speed import resolve_channels_last
 from ..train.step import compile_for_training, train_step
 from ..train.trainer import Trainer, build_method, build_minimizer
 from .step_profile import profile_steps, profile_table
+from .timing import allocated, peak_mib, sync, timed
 
 SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
 
@@ -105,48 +106,6 @@ def epoch_time(model_name: str, method: str, precision: str, args, batch: int, s
         t_all = time.perf_counter() - t
     return {"epoch_steps": steps, "epoch_check_images": n_check, "epoch_train_s": round(t_train, 3),
             "epoch_s": round(t_all, 3), "epoch_vs_steps": round(t_all / (steps * step_ms / 1000), 3)}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(step, iters: int, device: torch.device, start: int) -> float:
-    """ms per iteration over ``iters`` iterations."""
-    sync(device)
-    if device.type == "cuda":
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for i in range(iters):
-            step(start + i)
-        b.record()
-        sync(device)
-        return a.elapsed_time(b) / iters
-    t = time.perf_counter()
-    for i in range(iters):
-        step(start + i)
-    return 1000 * (time.perf_counter() - t) / iters
-
-
-def allocated(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0
-    sync(device)
-    return torch.cuda.memory_allocated(device)
-
-
-def peak_mib(step, device: torch.device, start: int, own_bytes: int) -> float | None:
-    """Peak device memory of one step of this case as if it ran alone: what the case holds between steps
-    (``own_bytes``: model, optimizer state, data, measured when it was built and warmed) plus the most the
-    step allocates above what everything resident holds; the run's other cases do not count."""
-    if device.type != "cuda":
-        return None
-    before = allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step(start)
-    sync(device)
-    return (own_bytes + torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def _profile_steps(text: str) -> int:

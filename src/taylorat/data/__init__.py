@@ -13,6 +13,7 @@ adds one of your own.
 """
 
 from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError
+from .extra import ExtraPool, MixedLoader, extra_count, open_pool
 from .idx import read_idx
 from .loader import DeviceLoader, EpochPlan, epoch_seed, to_float
 from .registry import (
@@ -53,6 +54,10 @@ __all__ = [
     "holdout_split",
     "holdout_indices",
     "DeviceLoader",
+    "ExtraPool",
+    "MixedLoader",
+    "extra_count",
+    "open_pool",
     "EpochPlan",
     "epoch_seed",
     "to_float",

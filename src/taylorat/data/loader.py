@@ -17,7 +17,7 @@ import torch
 
 from ..common import InputError
 
-__all__ = ["DeviceLoader", "EpochPlan", "to_float", "epoch_seed"]
+__all__ = ["DeviceLoader", "EpochPlan", "augment", "to_float", "epoch_seed"]
 
 _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
 
@@ -47,6 +47,31 @@ class EpochPlan:
     order: torch.Tensor
     offsets: torch.Tensor | None
     flips: torch.Tensor | None
+
+
+def augment(images: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None,
+            pad: int) -> torch.Tensor:
+    """Rows ``idx`` of uint8 ``images`` (N x C x H x W), each cropped at ``offsets`` (into the image
+    zero-padded by ``pad``) and flipped where ``flips``, in one gather."""
+    _, c, h, w = images.shape
+    dev, b = images.device, idx.shape[0]
+    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    if offsets is not None:
+        rows = offsets[:, :1] - pad + ar_h  # (B, H) source rows
+        cols_base = offsets[:, 1:] - pad  # (B, 1)
+    else:
+        rows = ar_h.expand(b, h)
+        cols_base = torch.zeros((b, 1), dtype=torch.int64, device=dev)
+    if flips is not None:  # flipping the crop = reading its columns right to left
+        cols = cols_base + torch.where(flips[:, None], torch.flip(ar_w, (0,)), ar_w)
+    else:
+        cols = cols_base + ar_w
+    x = images[idx.view(b, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1),
+               rows.clamp(0, h - 1).view(b, 1, h, 1), cols.clamp(0, w - 1).view(b, 1, 1, w)]
+    if offsets is not None:
+        inside = ((rows >= 0) & (rows < h)).view(b, 1, h, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, w)
+        x.masked_fill_(~inside, 0)  # the zero padding
+    return x
 
 
 class DeviceLoader:
@@ -110,11 +135,6 @@ class DeviceLoader:
         self.seed = int(seed)
         self.memory_format = memory_format
         self.epoch = 0  # used by plain iteration, see __iter__
-        _, c, h, w = self.images.shape
-        self._ar_c = torch.arange(c, device=self.device).view(1, c, 1, 1)
-        self._ar_h = torch.arange(h, device=self.device)
-        self._ar_w = torch.arange(w, device=self.device)
-        self._ar_w_rev = torch.flip(self._ar_w, (0,))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -148,29 +168,16 @@ class DeviceLoader:
         self, idx: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
     ) -> torch.Tensor:
         """Select, crop and flip a batch in one gather from the uint8 images."""
-        h, w = self.images.shape[2], self.images.shape[3]
-        b = idx.shape[0]
-        if offsets is not None:
-            rows = offsets[:, :1] - self.pad + self._ar_h  # (B, H) source rows
-            cols_base = offsets[:, 1:] - self.pad  # (B, 1)
-        else:
-            rows = self._ar_h.expand(b, h)
-            cols_base = torch.zeros((b, 1), dtype=torch.int64, device=self.device)
-        if flips is not None:
-            # flipping the crop = reading its columns right to left
-            cols = cols_base + torch.where(flips[:, None], self._ar_w_rev, self._ar_w)
-        else:
-            cols = cols_base + self._ar_w
-        x = self.images[
-            idx.view(b, 1, 1, 1),
-            self._ar_c,
-            rows.clamp(0, h - 1).view(b, 1, h, 1),
-            cols.clamp(0, w - 1).view(b, 1, 1, w),
-        ]
-        if offsets is not None:
-            inside = ((rows >= 0) & (rows < h)).view(b, 1, h, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, w)
-            x.masked_fill_(~inside, 0)  # the zero padding
-        return x
+        return augment(self.images, idx, offsets, flips, self.pad)
+
+    def plan_rows(self, p: EpochPlan, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions ``a:b`` of the epoch ``p``: uint8 images (augmented as planned) and labels."""
+        if p.offsets is None and p.flips is None:
+            idx = p.order[a:b] if self.shuffle else slice(a, b)
+            return self.images[idx], self.labels[idx]
+        idx = p.order[a:b]
+        flips = None if p.flips is None else p.flips[a:b]
+        return self._augment(idx, None if p.offsets is None else p.offsets[a:b], flips), self.labels[idx]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` for ``epoch``: x float32 in [0, 1] (N x C x H x W), y int64.
@@ -194,32 +201,12 @@ class DeviceLoader:
         p = self.plan(epoch)
         n, bs = self.num_examples, self.batch_size
         stop = (n // bs) * bs if self.drop_last else n
-        augment = p.offsets is not None or p.flips is not None
         for first in range(start * bs, stop, bs):
             total = min(first + bs, n) - first
             lo = first + (total // world) * rank + min(rank, total % world)
             end = lo + total // world + (1 if rank < total % world else 0)
-            rows = (lo - first, end - first, total)
-            start_ = lo
-            if self.shuffle:
-                idx = p.order[start_:end]
-                y = self.labels[idx]
-            else:
-                idx = None
-                y = self.labels[start_:end]
-            if augment:
-                if idx is None:
-                    idx = p.order[start_:end]
-                x = self._augment(
-                    idx,
-                    None if p.offsets is None else p.offsets[start_:end],
-                    None if p.flips is None else p.flips[start_:end],
-                )
-            elif idx is not None:
-                x = self.images[idx]
-            else:
-                x = self.images[start_:end]
-            yield to_float(x, self.memory_format), y, rows
+            x, y = self.plan_rows(p, lo, end)
+            yield to_float(x, self.memory_format), y, (lo - first, end - first, total)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that plain iteration (``for x, y in loader``) serves."""

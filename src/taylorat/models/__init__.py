@@ -2,10 +2,10 @@
 
 from .adapters import adapt
 from .base import Classifier, Normalize
-from .registry import available, check_name, create, examples, register, unregister
+from .registry import accepts, available, check_name, create, examples, named, register, unregister
 
 # Importing the architecture modules registers them.
 from . import mobilenetv2, preact_resnet, small_cnn, vgg, wide_resnet  # noqa: E402,F401  isort: skip
 
-__all__ = ["adapt", "Classifier", "Normalize", "available", "check_name", "create", "examples", "register",
-           "unregister"]
+__all__ = ["accepts", "adapt", "Classifier", "Normalize", "available", "check_name", "create", "examples", "named",
+           "register", "unregister"]

@@ -31,6 +31,7 @@ class _Entry:
     fields: tuple[str, ...]
     example: str | None
     small: str | None
+    named: tuple[str, ...] = ()
 
 
 def _listed(name: str, meta: dict[str, Any]) -> str:
@@ -40,12 +41,14 @@ def _listed(name: str, meta: dict[str, Any]) -> str:
 MODELS: Registry[_Entry] = Registry("model", sort=True, describe=_listed)
 
 
-def register(name: str, *, example: str | None = None, small: str | None = None) -> Callable[[F], F]:
+def register(name: str, *, example: str | None = None, small: str | None = None,
+             named: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Decorator registering a Classifier constructor under ``name``.
 
     ``name`` may contain ``<field>`` placeholders that match positive integers,
     e.g. ``register("wrn_<depth>_<width>", example="wrn_34_10", small="wrn_16_2")``: ``example``
-    is shown in messages, ``small`` is the instance the test suite checks (default: ``example``).
+    is shown in messages, ``small`` is the instance the test suite checks (default: ``example``),
+    ``named`` are further well-known instances (``wrn_28_10``, ``wrn_70_16``) listed by :func:`named`.
     Setting ``model.name`` is the registry's job: ``create`` names every model it builds.
     """
     if not _VALID_NAME.fullmatch(name) or not name:
@@ -57,10 +60,14 @@ def register(name: str, *, example: str | None = None, small: str | None = None)
     )
     if fields and not (small or example):
         raise InputError(f"model template {name!r} needs example= (a concrete name such as {name!r} filled in)")
-    add = MODELS.register(name, example=example, small=small or example)
+    pattern = re.compile(regex)
+    bad = [n for n in named if not pattern.fullmatch(n)]
+    if bad:
+        raise InputError(f"named example(s) {', '.join(bad)} do not fill the template {name!r}")
+    add = MODELS.register(name, example=example, small=small or example, named=tuple(named))
 
     def decorator(builder: F) -> F:
-        add(_Entry(name, builder, re.compile(regex), fields, example, small or example))
+        add(_Entry(name, builder, pattern, fields, example, small or example, tuple(named)))
         return builder
 
     return decorator
@@ -77,6 +84,23 @@ def examples(small: bool = True) -> list[str]:
     for e in (MODELS.get(n) for n in available()):
         out.append(e.name if not e.fields else (e.small if small else e.example) or e.example)
     return out
+
+
+def named() -> list[str]:
+    """Every concrete name the registry lists: each model's example and its further named instances."""
+    out = []
+    for e in (MODELS.get(n) for n in available()):
+        out += [e.name] if not e.fields else [e.example, *e.named]
+    return out
+
+
+def accepts(name: str, option: str) -> bool:
+    """Whether the model ``name`` takes the constructor keyword ``option`` (e.g. ``activation``)."""
+    if name.startswith("timm:"):
+        return False
+    entry, _ = _lookup(name)
+    params = inspect.signature(entry.builder).parameters
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def available() -> list[str]:

@@ -25,12 +25,15 @@ def at_taylor_from_outputs(
     eta2: float | None = None,
     compat: str = "symmetric",
     stats_reduce=None,
+    label_smoothing: float = 0.0,
 ) -> LossParts:
     """AT (+ Taylor) loss from precomputed outputs; ``logits_nat`` may be None when ``η = η2 = 0``.
 
     ``beta`` is accepted for the common ``*_from_outputs`` signature; AT has no regulariser.
+    ``label_smoothing`` smooths the adversarial CE (never the Taylor targets).
     """
-    ce = F.cross_entropy(logits_adv.to(torch.promote_types(logits_adv.dtype, torch.float32)), y)
+    ce = F.cross_entropy(logits_adv.to(torch.promote_types(logits_adv.dtype, torch.float32)), y,
+                         label_smoothing=label_smoothing)
     return with_taylor(ce, None, 0.0, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
                        stats_reduce)
 
@@ -39,6 +42,6 @@ def at_taylor_from_outputs(
 class AT(Base):
     """Madry et al.'s AT: CE-PGD from a uniform start; ``CE(z', y)`` (no clean pass without Taylor terms)."""
 
-    attack_loss, attack_start, needs_clean = "ce", "uniform", False
+    attack_loss, attack_start, needs_clean, label_smoothing = "ce", "uniform", False, True
 
     from_outputs = staticmethod(at_taylor_from_outputs)

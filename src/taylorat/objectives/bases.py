@@ -42,7 +42,9 @@ class Base:
     * ``noise_std``: σ of the randomized weights for the Taylor orders (the plain base uses 0);
     * ``options``: extra ``method.*`` config keys this base reads, with their defaults;
     * ``default_minimizer``: the minimizer a run uses when ``minimizer.name`` is unset (``awp-trades``:
-      ``awp``; :mod:`~taylorat.objectives.minimizers`).
+      ``awp``; :mod:`~taylorat.objectives.minimizers`);
+    * ``label_smoothing``: whether its loss takes ``label_smoothing=s`` for its cross-entropy terms
+      (then ``loss_from_outputs`` receives the keyword whenever ``s > 0``).
     """
 
     name: str = ""
@@ -52,16 +54,18 @@ class Base:
     noise_std: float = 1e-4
     options: dict[str, Any] = {}
     default_minimizer: str = "none"
+    label_smoothing: bool = False
     # ``f(z, h, z', h', y, *, beta, eta, eta2, compat, stats_reduce) -> LossParts``: the common case
     from_outputs: Callable[..., LossParts] | None = None
 
     def loss_from_outputs(self, outputs: tuple, y: torch.Tensor, *, beta: float, eta: float, eta2: float | None,
-                          compat: str, stats_reduce=None) -> LossParts:
-        """The base loss (+ ``η·first + η2·second``) from ``(z, h, z', h')`` (default: ``from_outputs``)."""
+                          compat: str, stats_reduce=None, **smoothing: float) -> LossParts:
+        """The base loss (+ ``η·first + η2·second``) from ``(z, h, z', h')`` (default: ``from_outputs``);
+        ``smoothing`` is ``label_smoothing=s`` or nothing."""
         if self.from_outputs is None:
             raise NotImplementedError(f"base {self.name!r} sets neither from_outputs nor loss_from_outputs")
         return type(self).from_outputs(*outputs, y, beta=beta, eta=eta, eta2=eta2, compat=compat,
-                                       stats_reduce=stats_reduce)
+                                       stats_reduce=stats_reduce, **smoothing)
 
     def bn_passes(self, compat: str, taylor: bool) -> str | None:
         """The reference's train-mode pass sequence to reproduce under ``compat="reference"`` (docs/method.md §7)."""

@@ -18,13 +18,15 @@ from .bases import Base, register_base
 from .combine import LossParts, with_taylor
 
 
-def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor,
-               y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(boosted CE, misclassification-aware KL) of MART."""
+def mart_terms(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
+               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(boosted CE, misclassification-aware KL) of MART; ``label_smoothing`` smooths the CE of the boosted CE
+    (its margin term and the KL are unchanged)."""
     adv_probs = F.softmax(logits_adv, dim=1)
     top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
     new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-    bce = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+    bce = (F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing)
+           + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y))
     nat_probs = F.softmax(logits_nat, dim=1)
     true_probs = nat_probs.gather(1, y[:, None]).squeeze(1)
     kl = (torch.xlogy(nat_probs, nat_probs) - nat_probs * torch.log(adv_probs + 1e-12)).sum(1)  # nn.KLDivLoss
@@ -42,10 +44,11 @@ def mart_taylor_from_outputs(
     eta2: float | None = None,
     compat: str = "symmetric",
     stats_reduce=None,
+    label_smoothing: float = 0.0,
 ) -> LossParts:
     """MART (+ Taylor) loss from precomputed outputs."""
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)
-    bce, kl = mart_terms(logits_nat.to(dtype), logits_adv.to(dtype), y)
+    bce, kl = mart_terms(logits_nat.to(dtype), logits_adv.to(dtype), y, label_smoothing)
     return with_taylor(bce, kl, beta, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
                        stats_reduce)
 
@@ -54,6 +57,6 @@ def mart_taylor_from_outputs(
 class MART(Base):
     """MART (Wang et al. 2020): CE-PGD from ``x + 0.001·N(0, I)`` as its code; boosted CE + β·weighted KL."""
 
-    attack_loss, attack_start = "ce", "normal"
+    attack_loss, attack_start, label_smoothing = "ce", "normal", True
 
     from_outputs = staticmethod(mart_taylor_from_outputs)

@@ -73,9 +73,14 @@ class Method:
     compat: str = "symmetric"
     noise_std: float = 1e-4
     noise_scope: str = "conv"
+    label_smoothing: float = 0.0  # the base's CE terms only (Base.label_smoothing)
 
     def __post_init__(self):
         get_base(self.base)
+        if not 0 <= self.label_smoothing < 1:
+            raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and not self.spec.label_smoothing:
+            raise InputError(f"base {self.base!r} does not take label_smoothing; leave it 0")
         check_weights(self.beta, self.eta, resolve_eta2(self.eta, self.eta2), self.compat)
         if self.noise_scope not in SCOPES:
             raise InputError(f"unknown noise_scope {self.noise_scope!r}; use one of {', '.join(SCOPES)}")
@@ -127,8 +132,9 @@ class Method:
                           stats_reduce=None) -> LossParts:
         """The base loss (+ Taylor terms unless ``taylor=False``) from ``(z, h, z', h')``."""
         eta, eta2 = (self.eta, self.eta2) if taylor else (0.0, 0.0)
+        smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
         return self.spec.loss_from_outputs(outputs, y, beta=self.beta, eta=eta, eta2=eta2, compat=self.compat,
-                                           stats_reduce=stats_reduce)
+                                           stats_reduce=stats_reduce, **smoothing)
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
              taylor: bool = True) -> LossParts:

@@ -29,11 +29,13 @@ def trades_taylor_from_outputs(
     eta2: float | None = None,
     compat: str = "symmetric",
     stats_reduce=None,
+    label_smoothing: float = 0.0,
 ) -> LossParts:
-    """The loss from precomputed outputs (``logits = head(features)`` for clean and adversarial)."""
+    """The loss from precomputed outputs (``logits = head(features)`` for clean and adversarial);
+    ``label_smoothing`` smooths the clean CE only (never the KL or the Taylor targets)."""
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)
     z, za = logits_nat.to(dtype), logits_adv.to(dtype)
-    ce = F.cross_entropy(z, y)
+    ce = F.cross_entropy(z, y, label_smoothing=label_smoothing)
     kl = F.kl_div(F.log_softmax(za, dim=1), F.log_softmax(z, dim=1), reduction="sum", log_target=True) / z.shape[0]
     return with_taylor(ce, kl, beta, eta, eta2, compat, (logits_nat, feats_nat, logits_adv, feats_adv), y,
                        stats_reduce)
@@ -70,7 +72,7 @@ def trades_taylor_loss(
 class Trades(Base):
     """TRADES (Zhang et al. 2019): KL-PGD from ``x + 0.001·N(0, I)``; ``CE(z, y) + β·KL(p ‖ p')``."""
 
-    attack_loss, attack_start = "kl", "normal"
+    attack_loss, attack_start, label_smoothing = "kl", "normal", True
 
     from_outputs = staticmethod(trades_taylor_from_outputs)
 

@@ -22,15 +22,27 @@ import yaml
 
 from ..common import InputError, read_text
 from ..data import available as available_datasets
+from ..models import accepts as model_accepts
 from ..models import check_name as check_model_name
 from ..objectives import ASAM, SAM, get_base, methods, minimizer_options, order_defaults, split_name
 from ..objectives.combine import resolve_eta2
+from .config_keys import suggest as _suggest
+from .config_keys import unknown_key as _unknown
 from .config_types import ConfigError
 from .config_types import allowed as _allowed
 from .config_types import choice as _choice
 from .config_types import coerce as _coerce
 from .config_types import ranged as _ranged
 from .config_types import within as _within
+
+
+@dataclass
+class ExtraConfig:
+    """``data.extra.*``: an extra labelled pool (e.g. generated images) mixed into every batch (data/extra.py)."""
+
+    path: Union[str, None] = None  # an uncompressed .npz with image (uint8 N x H x W x C) and label (int N)
+    fraction: float = _ranged(0.0, "in [0, 1)")  # share of every batch drawn from the pool: round(fraction * B)
+    on_device: Literal["auto", "true", "false"] = "auto"  # auto: the pool goes to the device when it is small
 
 
 @dataclass
@@ -45,6 +57,7 @@ class DataConfig:
     crop: Union[bool, None] = None  # None: the dataset's default
     flip: Union[bool, None] = None
     options: dict = field(default_factory=dict)  # dataset-specific (e.g. synthetic sizes)
+    extra: ExtraConfig = field(default_factory=ExtraConfig)
 
 
 @dataclass
@@ -52,6 +65,7 @@ class ModelConfig:
     """``model.*``: a registered architecture name (``taylorat.models.available()``)."""
 
     name: str = "preact_resnet18"
+    activation: Literal["relu", "silu"] = "relu"  # silu: PreAct ResNet and WideResNet only
 
 
 @dataclass
@@ -65,6 +79,7 @@ class MethodConfig:
     compat: Literal["symmetric", "reference"] = "symmetric"  # reference: the authors' second-order targets
     noise_std: Union[float, None] = _ranged(None, ">= 0")  # None: the base's σ for Taylor orders (1e-4; awp-trades 0)
     noise_scope: Literal["conv", "weights", "all", "none"] = "conv"
+    label_smoothing: float = _ranged(0.0, "in [0, 1)")  # the CE terms only (docs/method.md), never KL or Taylor
 
 
 @dataclass
@@ -96,7 +111,8 @@ class AttackConfig:
 
 @dataclass
 class OptimConfig:
-    """``optim.*``: SGD, the step schedule (milestones as fractions of the epochs) and weight averaging."""
+    """``optim.*``: SGD, the schedule (step: milestones as fractions of the epochs; cosine), warm-up,
+    gradient accumulation and weight averaging."""
 
     epochs: int = _ranged(200, ">= 1")
     batch_size: int = _ranged(128, ">= 1")
@@ -106,9 +122,13 @@ class OptimConfig:
     nesterov: bool = False
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = _ranged(0.1, "in (0, 1]")
+    schedule: Literal["step", "cosine"] = "step"  # cosine: lr·½(1 + cos(π·t)) over the steps after the warm-up
+    warmup_epochs: float = _ranged(0.0, ">= 0")  # linear warm-up from 0, per step
+    accumulate: int = _ranged(1, ">= 1")  # K micro-batches per optimizer step (the batch is optim.batch_size)
     fused: bool = False  # the fused SGD kernel (one kernel for all parameters)
     average: Literal["none", "ema", "swa"] = "none"  # weight averaging, evaluated with recomputed BN statistics
     ema_decay: float = _ranged(0.999, "in (0, 1)")
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at step t, as Wang et al. 2023's code
     swa_start: float = _ranged(0.5, "in [0, 1)")  # fraction of the epochs after which SWA averages (once per epoch)
 
 
@@ -184,80 +204,6 @@ class Config:
         if out.get("rho", 0) is None:
             out["rho"] = {"sam": SAM.default_rho, "asam": ASAM.default_rho}[name]
         return out
-
-
-MOVED = {"method.awp_gamma": "minimizer.gamma", "method.awp_warmup": "minimizer.warmup"}
-#: what people write for a section or a key, and what taylorat calls it
-SECTION_ALIASES = {"optimizer": "optim", "optimiser": "optim", "optimization": "optim", "opt": "optim",
-                   "training": "optim", "train": "optim", "dataset": "data", "datasets": "data", "network": "model",
-                   "arch": "model", "attacks": "attack", "adversary": "attack", "evaluation": "eval",
-                   "evaluate": "eval", "loss": "method", "objective": "method"}
-KEY_ALIASES = {"learning_rate": "lr", "lr_rate": "lr", "learningrate": "lr", "epoch": "epochs",
-               "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs", "bs": "batch_size",
-               "batch": "batch_size", "batchsize": "batch_size", "wd": "weight_decay", "decay": "weight_decay",
-               "arch": "name", "architecture": "name", "model": "name", "method": "name", "type": "name",
-               "epsilon": "eps", "radius": "eps", "step_size": "step", "alpha": "step", "num_steps": "steps",
-               "iterations": "steps", "lambda": "beta", "sigma": "noise_std", "std": "noise_std", "path": "data_dir",
-               "root": "data_dir", "dir": "data_dir", "name": "dataset", "output_dir": "out_dir", "out": "out_dir"}
-
-
-def _closest(name: str, choices: list[str], aliases: dict[str, str]) -> str | None:
-    """``name`` itself, its alias, or its closest spelling among ``choices``; None if nothing is close."""
-    name = name.strip().lower().replace("-", "_")
-    if name in choices:
-        return name
-    if aliases.get(name) in choices:
-        return aliases[name]
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def _suggest(key: str, choices: list[str], section: bool = False) -> str | None:
-    """The valid key (or with ``section`` the valid section) a user most likely meant by ``key``.
-
-    The section and the key are matched separately, each by its own name, its common aliases
-    (``optimizer`` -> ``optim``, ``learning_rate`` -> ``lr``), then its spelling.
-    """
-    sections = list(dict.fromkeys(c.split(".")[0] for c in choices if "." in c))
-    top = [c for c in choices if "." not in c]
-    *head, leaf = key.split(".")
-    if section:
-        return _closest(key, sections, SECTION_ALIASES)
-    if not head:  # a top-level key: a run key, else the same key in a section (`lr` -> `optim.lr`)
-        hit = _closest(leaf, top, {})
-        if hit:
-            return hit
-        for name in (leaf, KEY_ALIASES.get(leaf)):
-            same = [c for c in choices if c.split(".")[-1] == name]
-            if same:
-                return same[0]
-        return None
-    sec = _closest(head[0], sections, SECTION_ALIASES)
-    if sec is None:
-        return None
-    leaves = [c.split(".", 1)[1] for c in choices if c.startswith(sec + ".")]
-    name = leaf.strip().lower().replace("-", "_")
-    for cand in (name, KEY_ALIASES.get(name)):
-        if cand in leaves:
-            return f"{sec}.{cand}"
-    for cand in (name, KEY_ALIASES.get(name)):  # the key of another section (`optim.eps` -> `attack.eps`)
-        same = [c for c in choices if c.split(".")[-1] == cand]
-        if same:
-            return same[0]
-    hit = _closest(name, leaves, {})
-    return f"{sec}.{hit}" if hit else None
-
-
-def _unknown(key: str, choices: list[str], section: bool = False, source: str | None = None) -> ConfigError:
-    """One line naming the key (in ``source``, the config file) and the valid key most likely meant."""
-    where = f" in {source}" if source else ""
-    if key in MOVED:
-        return ConfigError(f"config key {key!r}{where} is now {MOVED[key]!r} (the minimizer section)")
-    close = _suggest(key, choices, section)
-    sections = ", ".join(dict.fromkeys(c.split(".")[0] for c in choices if "." in c))
-    hint = f"; did you mean {close!r}?" if close else (f"; the sections are {sections}" if section else "")
-    what = "section" if section else "key"
-    return ConfigError(f"unknown config {what} {key!r}{where}{hint}")
 
 
 def _apply(obj: Any, values: dict[str, Any], all_keys: list[str], prefix: str = "", source: str | None = None) -> None:
@@ -414,3 +360,25 @@ def validate(cfg: Config) -> None:
            f"optim.milestones must be increasing fractions of the epochs in (0, 1], got {o.milestones}")
     if cfg.eval.select_on == "holdout":
         _check(d.holdout >= 1, "eval.select_on=holdout needs data.holdout >= 1 (or set eval.select_on=test)")
+    _validate_recipe(cfg)
+
+
+def _validate_recipe(cfg: Config) -> None:
+    """Extra data, warm-up, accumulation, activation and label smoothing against the rest of the config."""
+    x, o = cfg.data.extra, cfg.optim
+    _check(x.path is None or x.fraction > 0, f"data.extra.path={x.path} is set but data.extra.fraction is 0; "
+                                             "set a fraction in (0, 1) (e.g. 0.7) or leave the path unset")
+    _check(x.fraction == 0 or bool(x.path), f"data.extra.fraction={x.fraction} needs data.extra.path "
+                                            "(an uncompressed .npz with image and label)")
+    _check(o.warmup_epochs <= o.epochs, f"optim.warmup_epochs={o.warmup_epochs} exceeds optim.epochs={o.epochs}")
+    _check(o.accumulate <= o.batch_size, f"optim.accumulate={o.accumulate} exceeds optim.batch_size={o.batch_size}: "
+                                         "each micro-batch needs at least one image")
+    mz = cfg.resolved_minimizer()["name"]
+    _check(o.accumulate == 1 or mz == "none", f"optim.accumulate={o.accumulate} works with minimizer none only "
+                                              f"(this run's minimizer is {mz}); set optim.accumulate=1")
+    _check(cfg.model.activation == "relu" or model_accepts(cfg.model.name, "activation"),
+           f"model.activation={cfg.model.activation} needs a model that takes it (preact_resnet18, wrn_<depth>_"
+           f"<width>); {cfg.model.name} has relu only")
+    base = split_name(cfg.method.name)[0]
+    _check(cfg.method.label_smoothing == 0 or get_base(base).label_smoothing,
+           f"method.label_smoothing: base {base!r} does not take it (trades, at, mart and awp-trades do)")

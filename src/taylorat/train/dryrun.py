@@ -14,7 +14,7 @@ from .. import data as datasets
 from .. import models
 from ..common import resolve_device
 from .config import Config
-from .schedule import describe_schedule, schedule_warning
+from .schedule import describe, schedule_warning
 from .speed import resolve_channels_last
 from .trainer import RunDirError, check_run_dir, run_dir_state
 
@@ -23,8 +23,11 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     """Lines describing the run ``cfg`` would be; raises what the real run would raise first."""
     d, o = cfg.data, cfg.optim
     channels, size, classes = datasets.geometry(d.dataset, **d.options)
+    options = {} if cfg.model.activation == "relu" else {"activation": cfg.model.activation}
     with torch.device("meta"):
-        model = models.create(cfg.model.name, num_classes=classes, in_channels=channels, image_size=size)
+        model = models.create(cfg.model.name, num_classes=classes, in_channels=channels, image_size=size, **options)
+    x = d.extra
+    pool = datasets.open_pool(x.path, channels, size, classes) if x.path else None
     params = sum(p.numel() for p in model.parameters())
     where = datasets.locate(d.dataset, d.data_dir, d.download)
     device = resolve_device(cfg.device)
@@ -34,13 +37,17 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     cl, why = resolve_channels_last(cfg.channels_last, model, device)
     lines = [f"model: {cfg.model.name}, {params:,} parameters for {channels}x{size}x{size} inputs, {classes} classes",
              f"data: {d.dataset} ({where}); train_subset {d.train_subset}, holdout {d.holdout}",
-             f"schedule: {o.epochs} epoch{'s' if o.epochs != 1 else ''}, "
-             f"{describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}",
+             f"schedule: {o.epochs} epoch{'s' if o.epochs != 1 else ''}, {describe(o)}"
+             + (f"; {o.accumulate} micro-batches per step" if o.accumulate > 1 else ""),
              f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last} -> "
              f"{'on' if cl else 'off'} ({why}), compile {cfg.compile}",
              f"out_dir: {run_dir_state(cfg)}"]
+    if pool is not None:
+        per = datasets.extra_count(x.fraction, o.batch_size)
+        lines.insert(2, f"extra data: {x.path} ({len(pool):,} images, {pool.nbytes / 2**20:.1f} MiB), "
+                        f"{per} of every {o.batch_size} images")
     lines.append(check_cost(cfg, datasets.train_size(d.dataset, **d.options)))
-    warning = schedule_warning(o.epochs, o.milestones)
+    warning = schedule_warning(o.epochs, o.milestones) if o.schedule == "step" else None
     if warning:
         lines.append(f"WARNING: {warning}")
     return lines

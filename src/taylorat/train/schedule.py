@@ -1,4 +1,4 @@
-"""Learning-rate and checkpoint schedules, as pure functions of the epoch (so resume is exact).
+"""Learning-rate and checkpoint schedules, as pure functions of the epoch or step (so resume is exact).
 
 Epochs are 1-based as in the paper. The learning rate is multiplied by ``gamma`` from epoch
 ``round(m·E)`` on (but never from epoch 1) for each milestone fraction ``m`` (paper: ÷10 at 100 and 150 of E = 200, the
@@ -59,6 +59,33 @@ def lr_at(epoch: int, base_lr: float, epochs: int, milestones: list[float], gamm
         if epoch >= m:
             lr *= gamma
     return lr
+
+
+def lr_at_step(step: int, steps_per_epoch: int, base_lr: float, epochs: int, milestones: list[float], gamma: float,
+               schedule: str = "step", warmup_epochs: float = 0.0) -> float:
+    """Learning rate of the 0-based optimizer ``step`` (``steps_per_epoch`` per epoch).
+
+    ``schedule="step"``: :func:`lr_at` of the step's epoch; ``"cosine"``: ``lr·½(1 + cos(π·t))`` with
+    ``t`` the fraction of the steps after the warm-up done so far. A warm-up of ``W`` epochs
+    multiplies either by ``(s + 1) / (W·steps_per_epoch)`` for its first steps ``s`` (linear, per step).
+    """
+    if schedule not in ("step", "cosine"):
+        raise ValueError(f"schedule must be step or cosine, got {schedule!r}")
+    total, warm = epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
+    if schedule == "step":
+        lr = lr_at(step // steps_per_epoch + 1, base_lr, epochs, milestones, gamma)
+    else:
+        t = min(1.0, max(0, step - warm) / max(1, total - warm))
+        lr = base_lr * 0.5 * (1 + math.cos(math.pi * t))
+    return lr * min(1.0, (step + 1) / warm) if step < warm else lr
+
+
+def describe(o) -> str:
+    """The schedule of an ``optim`` config section in words (step: :func:`describe_schedule`)."""
+    warm = f", linear warm-up over {o.warmup_epochs:g} epochs" if o.warmup_epochs else ""
+    if o.schedule == "cosine":
+        return f"lr {o.lr:.4g} cosine to 0 over {o.epochs} epochs{warm}"
+    return describe_schedule(o.lr, o.epochs, o.milestones, o.gamma) + warm
 
 
 def paper_checkpoint_epochs(epochs: int) -> list[int]:

@@ -14,13 +14,15 @@ the backward pass.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..common import InputError
-from ..objectives import LossParts, Method, Minimizer, PairForward
+from ..objectives import LossParts, Method, Minimizer, PairForward, frozen_bn_stats, head_grad_rowsums
 from .distributed import Dist, weighted_mean
 
 SINGLE = Dist()  # one process
@@ -64,8 +66,11 @@ def train_step(
     dist: Dist = SINGLE,
     global_stats: bool = False,
     loss_from_outputs: Callable[..., LossParts] | None = None,
+    accumulate: int = 1,
 ) -> LossParts:
     """One step of adversarial training on the batch ``(x, y)``; returns the loss and its parts.
+
+    ``accumulate=K > 1``: the batch in K micro-batches and one optimizer step (:func:`accumulated_step`).
 
     Data-parallel (``dist.enabled``): ``(x, y)`` are rows ``rows = (lo, hi, B)`` of the global
     batch, ``pair`` is the DDP-wrapped :class:`PairForward`; the loss is scaled by
@@ -74,6 +79,12 @@ def train_step(
     ``loss_from_outputs`` replaces ``method.loss_from_outputs`` (a :func:`compiled_loss`), except where the
     head statistics are all-reduced across ranks (``global_stats``), which stays eager.
     """
+    if accumulate > 1:
+        if minimizer is not None:
+            raise InputError(f"gradient accumulation ({accumulate} micro-batches) works with minimizer none only; "
+                             "set optim.accumulate=1 for sam, asam or awp")
+        return accumulated_step(model, opt, method, x, y, accumulate, generator=generator, precision=precision,
+                                average=average, pair=pair, rows=rows, dist=dist, global_stats=global_stats)
     autocast = autocast_for(x.device, precision)
     weight = (rows[1] - rows[0]) / rows[2] if rows is not None else 1.0  # b / B
     reduce = (lambda g: weighted_mean(g, weight, dist)) if dist.enabled else None
@@ -103,3 +114,90 @@ def train_step(
     if average is not None:
         average.after_step(model)
     return parts
+
+
+class _FixedStats:
+    """A ``stats_reduce`` that replaces the head statistics by given ones: ``taylor_terms`` asks for the
+    clean statistic first and the adversarial one second (``g``, then ``g'``)."""
+
+    def __init__(self, g_nat: torch.Tensor, g_adv: torch.Tensor) -> None:
+        self.values, self.calls = (g_nat, g_adv), 0
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        out = self.values[self.calls % 2]
+        self.calls += 1
+        return out
+
+
+def whole_batch_stats(model: nn.Module, method: Method, micro: list[tuple], autocast, reduce=None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head statistics ``(g, g')`` of the whole batch from its micro-batches ``[(x, x', y), ...]``.
+
+    ``g`` is a batch mean, so ``g = Σ_k (b_k / b)·g_k``; each ``g_k`` comes from a forward pass without
+    gradient in train mode (BatchNorm normalises with the micro-batch's statistics, as the pass with
+    gradient will; its running statistics are left as they were). ``reduce`` maps the result to the
+    global batch's under data parallelism. This is the extra forward pass that exact accumulation costs.
+    """
+    pair = PairForward(model, True, method.bn_passes())
+    b = sum(int(yk.shape[0]) for _, _, yk in micro)
+    g = ga = None
+    with torch.no_grad(), frozen_bn_stats(model), autocast:
+        for xk, xak, yk in micro:
+            z, h, za, ha = pair(xk, xak)
+            dtype = torch.promote_types(z.dtype, torch.float32)
+            w = yk.shape[0] / b
+            gk = w * head_grad_rowsums(F.softmax(z.to(dtype), 1), h.to(dtype), yk)
+            gak = w * head_grad_rowsums(F.softmax(za.to(dtype), 1), ha.to(dtype), yk)
+            g, ga = (gk, gak) if g is None else (g + gk, ga + gak)
+    return (g, ga) if reduce is None else (reduce(g), reduce(ga))
+
+
+def accumulated_step(model: nn.Module, opt: torch.optim.Optimizer, method: Method, x: torch.Tensor,
+                     y: torch.Tensor, k: int, *, generator: torch.Generator | None = None, precision: str = "fp32",
+                     average=None, pair: nn.Module | None = None, rows: tuple[int, int, int] | None = None,
+                     dist: Dist = SINGLE, global_stats: bool = False) -> LossParts:
+    """One optimizer step on ``(x, y)`` split into ``k`` micro-batches (sizes differ by at most one).
+
+    The loss is ``Σ_k (b_k / b)·L_k``: every term is a batch mean, so its gradient is the whole batch's.
+    The attack of each micro-batch restarts ``generator`` from the step's state and draws for the
+    whole batch (``rows``): the same weight noise and random starts as one pass would. The Taylor
+    terms use the whole batch's head statistics (:func:`whole_batch_stats`). BatchNorm normalises
+    each micro-batch with its own statistics. Under data parallelism gradients are all-reduced once,
+    on the last micro-batch.
+    """
+    autocast = autocast_for(x.device, precision)
+    lo, hi, total = rows if rows is not None else (0, x.shape[0], x.shape[0])
+    bounds, start = [], 0
+    for part in torch.tensor_split(torch.arange(x.shape[0]), k):
+        if len(part):
+            bounds.append((start, start + len(part)))
+            start += len(part)
+    state = generator.get_state() if generator is not None else None
+    micro = []
+    for a, b in bounds:
+        if generator is not None:
+            generator.set_state(state)
+        with autocast:
+            xa = method.perturb(model, x[a:b], y[a:b], generator=generator, rows=(lo + a, lo + b, total))
+        micro.append((x[a:b], xa, y[a:b]))
+    reduce = (lambda g: weighted_mean(g, (hi - lo) / total, dist)) if dist.enabled and global_stats else None
+    stats = whole_batch_stats(model, method, micro, autocast, reduce) if method.taylor else None
+    forward = pair if pair is not None else PairForward(model, method.needs_clean_pass(), method.bn_passes())
+    opt.zero_grad(set_to_none=True)
+    parts = []
+    for i, (xk, xak, yk) in enumerate(micro):
+        share = yk.shape[0] / total if dist.enabled else yk.shape[0] / x.shape[0]
+        sync = nullcontext() if i == len(micro) - 1 or not hasattr(forward, "no_sync") else forward.no_sync()
+        with sync:
+            with autocast:
+                p = method.loss_from_outputs(forward(xk, xak), yk,
+                                             stats_reduce=_FixedStats(*stats) if stats is not None else None)
+            (p.loss * (share * dist.world if dist.enabled else share)).backward()
+        parts.append((yk.shape[0] / x.shape[0], p))
+    opt.step()
+    if average is not None:
+        average.after_step(model)
+    mean = {f: sum(w * getattr(p, f).detach() for w, p in parts) for f in ("loss", "ce", "kl", "first", "second")}
+    nat = [p.logits_nat for _, p in parts]
+    return LossParts(**mean, logits_nat=None if nat[0] is None else torch.cat(nat),
+                     logits_adv=torch.cat([p.logits_adv for _, p in parts]))

@@ -34,7 +34,7 @@ from .config import Config
 from .curves import plot_histories
 from .logs import format_event, make_sinks
 from .run_dir import RunDirError, check_run_dir, config_diff, run_dir_state  # noqa: F401 (importable here as before)
-from .schedule import describe_schedule, lr_at, paper_checkpoint_epochs, schedule_warning
+from .schedule import describe, lr_at_step, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
 from .speed import resolve_channels_last
 from .step import compile_for_training, train_step
@@ -63,7 +63,7 @@ def build_method(cfg: Config) -> Method:
     a = cfg.attack
     keys = ("base", "beta", "eta", "eta2", "compat", "noise_std", "noise_scope")
     threat = Threat(norm=a.norm, eps=a.eps, step=a.step, steps=a.steps, mode=a.mode, projection=a.projection)
-    return Method(threat=threat, **{k: r[k] for k in keys})
+    return Method(threat=threat, label_smoothing=cfg.method.label_smoothing, **{k: r[k] for k in keys})
 
 
 def build_minimizer(cfg: Config, model: torch.nn.Module) -> Minimizer | None:
@@ -89,8 +89,9 @@ class Trainer:
         if ds.num_classes < 3 and cfg.resolved_method()["eta"] + cfg.resolved_method()["eta2"] > 0:
             raise InputError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
         torch.manual_seed(cfg.seed)
+        options = {} if cfg.model.activation == "relu" else {"activation": cfg.model.activation}
         self.model = models.create(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
-                                   image_size=ds.image_size).to(self.device)
+                                   image_size=ds.image_size, **options).to(self.device)
         if cfg.sync_bn and self.dist.enabled:
             self.model = sync_bn.convert(self.model, self.device)
         self.channels_last, self.channels_last_why = resolve_channels_last(cfg.channels_last, self.model,
@@ -104,9 +105,14 @@ class Trainer:
         self.minimizer = build_minimizer(cfg, self.model)  # AWP's proxy copies the model, for instance
         crop = ds.crop if cfg.data.crop is None else cfg.data.crop
         flip = ds.flip if cfg.data.flip is None else cfg.data.flip
-        self.loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
-                                            shuffle=True, crop=crop, flip=flip, pad=ds.pad, seed=cfg.seed,
-                                            memory_format=self.memory_format)
+        pool, per_batch = self._extra_pool()
+        self.loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size - per_batch,
+                                            self.device, shuffle=True, crop=crop, flip=flip, pad=ds.pad,
+                                            seed=cfg.seed, memory_format=self.memory_format)
+        if pool is not None:  # round(fraction·B) pool images after the original ones in every batch
+            on_device = {"auto": pool.nbytes <= datasets.extra.DEVICE_BYTES, "true": True,
+                         "false": False}[cfg.data.extra.on_device]
+            self.loader = datasets.MixedLoader(self.loader, pool, per_batch, on_device, cfg.seed)
         e = cfg.eval
         sx, sy = ((self.prep.holdout_x, self.prep.holdout_y) if e.select_on == "holdout"
                   else (self.prep.test_x, self.prep.test_y))
@@ -114,7 +120,7 @@ class Trainer:
         lo, hi = _share(self.n_select, self.dist)  # each rank checks its share of the selection split
         self.select_x, self.select_y = sx[lo:hi].to(self.device), sy[lo:hi].to(self.device)
         self.tracked = self._tracked_sets()
-        self.avg = (WeightAverage(self.model, o.average, o.epochs, o.ema_decay, o.swa_start)
+        self.avg = (WeightAverage(self.model, o.average, o.epochs, o.ema_decay, o.swa_start, o.ema_warmup)
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
                                                shuffle=False, memory_format=self.memory_format) if self.avg else None
@@ -136,6 +142,19 @@ class Trainer:
         self.partial_rng: torch.Tensor | None = None
         self._no_plots = False
 
+    def _extra_pool(self) -> tuple[datasets.ExtraPool | None, int]:
+        """The checked ``data.extra`` pool and its images per batch (None, 0 without one)."""
+        x, ds = self.cfg.data.extra, self.dataset
+        if not x.path:
+            return None, 0
+        pool = datasets.open_pool(x.path, ds.in_channels, ds.image_size, ds.num_classes)
+        return pool, datasets.extra_count(x.fraction, self.cfg.optim.batch_size)
+
+    def lr_at_step(self, step: int) -> float:
+        """The learning rate of 0-based global ``step`` (optim.schedule, optim.warmup_epochs)."""
+        o = self.cfg.optim
+        return lr_at_step(step, len(self.loader), o.lr, o.epochs, o.milestones, o.gamma, o.schedule, o.warmup_epochs)
+
     # ---------------------------------------------------------------- run directory
     def prepare_run_dir(self, resume: bool) -> None:
         """Claim ``out_dir`` (RunDirError if it holds another run), take back a stopped run, write config.yaml."""
@@ -154,9 +173,6 @@ class Trainer:
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int, stop: StopOnSignal | None = None) -> dict[str, float]:
         cfg, model, opt, d = self.cfg, self.model, self.opt, self.dist
-        lr = lr_at(epoch, cfg.optim.lr, cfg.optim.epochs, cfg.optim.milestones, cfg.optim.gamma)
-        for group in opt.param_groups:
-            group["lr"] = lr
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seed, epoch, "attack"))
         sums = torch.zeros(len(METRICS) + 2, device=self.device)
         seen, first_step, seconds = 0, 0, 0.0
@@ -174,12 +190,17 @@ class Trainer:
         minimizer = self.minimizer if self.minimizer is not None and self.minimizer.active(epoch) else None
         model.train()
         batches = self.loader.shard_batches(epoch, d.rank, d.world, first_step)
+        lr = self.lr_at_step((epoch - 1) * len(self.loader) + first_step)
         for i, (x, y, rows) in enumerate(batches, start=first_step):
             if i == first_step:
                 model.check_input(x)
+            lr = self.lr_at_step((epoch - 1) * len(self.loader) + i)  # per step: warm-up and cosine
+            for group in opt.param_groups:
+                group["lr"] = lr
             parts = train_step(model, opt, method, x, y, generator=gen, precision=cfg.precision, minimizer=minimizer,
                                average=self.avg, pair=self.pair, rows=rows if d.enabled else None, dist=d,
-                               global_stats=cfg.taylor_stats == "global", loss_from_outputs=self.loss_fn)
+                               global_stats=cfg.taylor_stats == "global", loss_from_outputs=self.loss_fn,
+                               accumulate=cfg.optim.accumulate)
             with torch.no_grad():
                 b = y.shape[0]
                 s = parts.scalars()
@@ -210,7 +231,7 @@ class Trainer:
         vals = (sums / max(seen, 1)).tolist()
         if not all(math.isfinite(v) for v in vals):
             self._diverged(epoch, len(self.loader))
-        out = {"lr": lr, **{f"train_{k}": v for k, v in zip(METRICS, vals)}}
+        out = {"lr": lr, **{f"train_{k}": v for k, v in zip(METRICS, vals)}}  # lr: the epoch's last step's
         out["train_acc_clean"] = 100 * vals[len(METRICS)] if self.method.needs_clean_pass() else None
         out["train_acc_adv"] = 100 * vals[len(METRICS) + 1]
         out["train_seconds"] = seconds + time.time() - t0
@@ -332,11 +353,10 @@ class Trainer:
         o = cfg.optim
         self.log(f"{cfg.name}: {cfg.model.name} on {self.dataset.name} ({self.prep.info['n_train']} training images"
                  + (f" from {self.prep.info['source']}" if "source" in self.prep.info else "") + "), "
-                 f"{cfg.method.name}, {o.epochs} epoch{'s' if o.epochs != 1 else ''}, "
-                 f"{describe_schedule(o.lr, o.epochs, o.milestones, o.gamma)}; "
+                 f"{cfg.method.name}, {o.epochs} epoch{'s' if o.epochs != 1 else ''}, {describe(o)}; "
                  f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last} -> "
                  f"{'on' if self.channels_last else 'off'} ({self.channels_last_why})")
-        warning = schedule_warning(o.epochs, o.milestones)
+        warning = schedule_warning(o.epochs, o.milestones) if o.schedule == "step" else None
         if warning:
             self.log(f"WARNING: {warning}")
         t0 = time.time()
