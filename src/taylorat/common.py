@@ -2,7 +2,9 @@
 
 * error types: :class:`TayloratError` and :class:`InputError` (bad input: the CLI prints it as
   one line; anything else is a bug and keeps its traceback);
-* files written atomically (temp file in the same directory, fsync, rename, fsync the directory);
+* files written atomically (temp file in the same directory, fsync, rename, fsync the directory), sets
+  of files written whole or not at all (:func:`atomic_folder`), and a writer's lock on a folder
+  (:class:`FolderLock`);
 * devices, seeds, and [0,1] images from uint8 or float tensors;
 * :class:`Registry`, the name -> object table behind models, bases, attacks and datasets, with one
   "unknown ... did you mean" wording (:func:`did_you_mean`), and :func:`import_plugins`, which
@@ -15,7 +17,10 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import contextlib
 import os
+import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -82,6 +87,123 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+TEMP_NAME = re.compile(r"\..+\.tmp")  # ``.NAME.XXXX.tmp``: what an interrupted atomic write leaves behind
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file or folder of an atomic write (never a result)."""
+    return TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[str]:
+    """Delete what interrupted atomic writes left directly in ``folder``; returns the names removed."""
+    gone = []
+    for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if is_temp_name(p.name):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            gone.append(p.name)
+    return gone
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a set of files whole or not at all: yields a temporary folder to write them into.
+
+    On success a new ``path`` is the temporary folder renamed (one atomic step); into an existing ``path``
+    (which may hold other files) the files are renamed one by one, each atomically, once every one of
+    them is written. On any error the temporary folder is removed and ``path`` is as it was.
+    """
+    path = Path(path)
+    fresh = not path.exists()
+    parent = path.parent if fresh else path
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        if fresh:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+            os.replace(tmp, path)
+        else:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, path / f.name)
+            tmp.rmdir()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+class FolderLocked(TayloratError, RuntimeError):
+    """Another live process is writing the folder."""
+
+
+class FolderLock:
+    """A writer's lock on a folder: ``FOLDER/.taylorat.lock`` holding the owner's PID, created atomically.
+
+    A second writer is refused at once (:class:`FolderLocked`); a lock whose process is gone (killed) is
+    taken over, and :attr:`took_over` names that process. PIDs are this machine's: the folder's writers
+    must run here.
+    """
+
+    NAME = ".taylorat.lock"
+
+    def __init__(self, folder: str | os.PathLike, what: str = "folder"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / self.NAME
+        self.took_over: int | None = None
+        self.held = False
+
+    def acquire(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.path)
+                if owner is not None and _alive(owner):
+                    raise FolderLocked(f"{self.what} {self.folder} is being written by process {owner} (lock "
+                                       f"{self.path}); wait for it to finish or stop it, then run again") from None
+                self.took_over = owner if owner is not None else self.took_over
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self.held = True
+            return self
+        raise FolderLocked(f"could not take the lock {self.path}; another process keeps taking it")
+
+    def release(self) -> None:
+        if self.held and _lock_owner(self.path) == os.getpid():
+            self.path.unlink()
+        self.held = False
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _lock_owner(path: Path) -> int | None:
+    """The PID in a lock file; None when it is unreadable or empty (a writer killed before writing it)."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def resolve_device(name: str) -> torch.device:

@@ -2,12 +2,18 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
 epoch), ``last.safetensors`` (weights, optimizer state and history: what ``resume`` reads),
+``last.prev.safetensors`` (the one before: a resume falls back to it when ``last`` is damaged),
 ``best.safetensors`` (best PGD-20 accuracy on the selection split), ``epoch_XXXX.safetensors`` on
 the paper's checkpoint schedule, and ``summary.json`` when finished. Every file is written
-atomically. All randomness of epoch ``e`` (data order, augmentation, weight noise, attack start)
+atomically; rank 0 holds the folder's lock while it trains. All randomness of epoch ``e`` (data order, augmentation, weight noise, attack start)
 comes from generators seeded by (seed, e), so a resumed run retraces the uninterrupted one; a
 SIGTERM/SIGINT saves the position inside the epoch and the generator state as well. Under
-``torchrun`` every rank trains on its share of each global batch; only rank 0 writes.
+``torchrun`` every rank trains on its share of each global batch; only rank 0 writes, and
+``last`` also keeps every other rank's buffers (BatchNorm statistics, which each rank's attack and
+check read) and attack generator as ``rankN.*``, so a resume is exact with or without ``sync_bn``.
+
+Divergence: a non-finite running loss, or one above ``optim.diverge_factor`` x max(ln K, the median of the
+first three epochs' mean loss), stops the run before anything of that epoch is saved.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..attacks import PGD, correct_mask
-from ..common import InputError, MissingDependency, TayloratError, derive_seed, resolve_device
+from ..common import InputError, MissingDependency, TayloratError, derive_seed, remove_temp_files, resolve_device
 from ..objectives import Method, Minimizer, PairForward, Threat, make_minimizer
 from . import distributed, run_dir, sync_bn
 from .averaging import WeightAverage
@@ -43,7 +49,7 @@ METRICS = ("loss", "ce", "kl", "first", "second")
 
 
 class TrainingDiverged(TayloratError, RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or exploded (``optim.diverge_factor``)."""
 
     exit_code = 3
 
@@ -133,22 +139,62 @@ class Trainer:
         self.start_epoch = 1
         self.partial: dict[str, Any] | None = None  # position inside an epoch stopped by a signal
         self.partial_rng: torch.Tensor | None = None
+        self.resumed_from: Path | None = None
+        self.lock = None
         self._no_plots = False
 
     # ---------------------------------------------------------------- run directory
     def prepare_run_dir(self, resume: bool) -> None:
         """Claim ``out_dir`` (RunDirError if it holds another run), take back a stopped run, write config.yaml."""
-        run_dir.claim(self.cfg, resume, self.dist)
+        self.lock = run_dir.claim(self.cfg, resume, self.dist)
+        if self.lock is not None and self.lock.took_over is not None:
+            self.log(f"took over the lock of process {self.lock.took_over}, which is gone")
+        if self.dist.main:
+            gone = remove_temp_files(self.out)
+            if gone:
+                self.log(f"removed {len(gone)} temporary file(s) of an interrupted write: {', '.join(gone)}")
+        distributed.barrier(self.dist)
         point = run_dir.restore(self.out, self.device, self.model, self.opt, self.avg)
         if point is not None:
             self.history, self.best, self.best_epoch = point.history, point.best, point.best_epoch
             self.start_epoch, self.partial, self.partial_rng = point.start_epoch, point.partial, point.partial_rng
+            self.resumed_from = point.source
+            self._restore_rank_state(point.rank_buffers)
             self.log(f"resuming {self.out} {point.where()}")
         if self.dist.main and not self.sinks:
             self.sinks = make_sinks([b for b in self.cfg.logging if b != "jsonl"], self.out, self.cfg.to_dict(),
                                     self.cfg.name)
         if self.dist.main:
             run_dir.write_config(self.out, self.cfg, self.device, self.channels_last, self.channels_last_why)
+
+    def _restore_rank_state(self, saved: dict[str, torch.Tensor]) -> None:
+        """Rank r > 0 takes back its own buffers and attack generator (``rankR.*``) from ``last``."""
+        prefix = f"rank{self.dist.rank}."
+        if not self.dist.enabled or self.dist.main or not saved:
+            return
+        own = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
+        buffers = dict(self.model.named_buffers())
+        for k, v in own.items():
+            if k.startswith(ckpt.MODEL_PREFIX) and k[len(ckpt.MODEL_PREFIX):] in buffers:
+                buffers[k[len(ckpt.MODEL_PREFIX):]].copy_(v)
+        if "rng.attack" in own:
+            self.partial_rng = own["rng.attack"]
+
+    def _rank_state(self, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Every rank's buffers (and attack generator) on rank 0 as ``rankR.*`` tensors; empty elsewhere.
+
+        Called on every rank. Without ``sync_bn`` each rank's BatchNorm statistics are its own; the attack
+        generators are saved too, should the ranks ever draw differently.
+        """
+        if not self.dist.enabled:
+            return {}
+        mine = {f"{ckpt.MODEL_PREFIX}{k}": v.detach().cpu() for k, v in self.model.named_buffers()}
+        if gen is not None:
+            mine["rng.attack"] = gen.get_state()
+        every = distributed.all_gather_object(mine, self.dist)
+        if not self.dist.main:
+            return {}
+        return {f"rank{r}.{k}": v for r, state in enumerate(every) if r > 0 for k, v in state.items()}
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int, stop: StopOnSignal | None = None) -> dict[str, float]:
@@ -192,8 +238,7 @@ class Trainer:
             if at_log:  # one host sync (and one all-reduce) every log_every steps
                 n_seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
                 total = distributed.all_sum(sums[:1].clone(), d).item() / n_seen
-                if not math.isfinite(total):
-                    self._diverged(epoch, i + 1)
+                self._check_loss(total, epoch, i + 1)
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}")
                 self.emit({"event": "step", "epoch": epoch, "step": i + 1, "steps": len(self.loader), "loss": total,
                            "lr": lr, "global_step": (epoch - 1) * len(self.loader) + i + 1}, console=False)
@@ -208,7 +253,8 @@ class Trainer:
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
         vals = (sums / max(seen, 1)).tolist()
         if not all(math.isfinite(v) for v in vals):
-            self._diverged(epoch, len(self.loader))
+            self._diverged(epoch, len(self.loader), "is not finite")
+        self._check_loss(vals[0], epoch, len(self.loader))
         out = {"lr": lr, **{f"train_{k}": v for k, v in zip(METRICS, vals)}}
         out["train_acc_clean"] = 100 * vals[len(METRICS)] if self.method.needs_clean_pass() else None
         out["train_acc_adv"] = 100 * vals[len(METRICS) + 1]
@@ -232,22 +278,52 @@ class Trainer:
         for sink in self.sinks:
             sink.close()
         self.sinks = []
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
-    def _diverged(self, epoch: int, step: int) -> None:
-        raise TrainingDiverged(f"loss is not finite at epoch {epoch}, step {step}; lower optim.lr (the last good "
-                               f"checkpoint is kept in {self.out})")
+    def loss_bound(self) -> float:
+        """``optim.diverge_factor`` x max(ln K, median of the first three epochs' mean loss); inf when off."""
+        factor = self.cfg.optim.diverge_factor
+        if not factor:
+            return math.inf
+        first = sorted(h["train_loss"] for h in self.history[:3])
+        median = first[len(first) // 2] if first else 0.0
+        return factor * max(math.log(self.dataset.num_classes), median)
+
+    def _check_loss(self, loss: float, epoch: int, step: int) -> None:
+        if not math.isfinite(loss):
+            self._diverged(epoch, step, "is not finite")
+        if loss > self.loss_bound():
+            self._diverged(epoch, step, f"exploded ({loss:.3g} > {self.loss_bound():.3g}, optim.diverge_factor "
+                                        f"{self.cfg.optim.diverge_factor:g} x the early loss)")
+
+    def _diverged(self, epoch: int, step: int, what: str) -> None:
+        """One line: where, what is kept, and (after a resume) whether the checkpoint it came from is intact."""
+        kept, _ = run_dir.newest_intact(self.out)
+        keep = (f"the last kept checkpoint is {kept} (epoch {ckpt.read_meta(kept).get('epoch')})" if kept
+                else "no checkpoint was kept")
+        cause = "lower optim.lr"
+        if self.resumed_from is not None:
+            try:
+                ckpt.read_meta(self.resumed_from)
+                cause = f"the checkpoint it resumed from ({self.resumed_from.name}) is intact: lower optim.lr"
+            except ckpt.CheckpointError as e:
+                cause = f"it resumed from a damaged checkpoint ({str(e).splitlines()[0]})"
+        raise TrainingDiverged(f"loss {what} at epoch {epoch}, step {step}; {cause}; {keep}")
 
     def _save_partial(self, epoch: int, step: int, gen: torch.Generator, sums: torch.Tensor, seen: float,
                       seconds: float) -> None:
         """Checkpoint in the middle of ``epoch`` after ``step`` steps (signal): exact resume."""
         sums = distributed.all_sum(sums.clone(), self.dist)
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), self.dist).item()
+        ranks = self._rank_state(gen)
         if not self.dist.main:
             return
         meta = {**run_dir.state_meta(self, epoch - 1), "kind": "train_state", "history": self.history,
                 "partial": {"epoch": epoch, "step": step, "sums": sums.tolist(), "seen": seen, "seconds": seconds}}
-        tensors = {**self._state_tensors(), "rng.attack": gen.get_state()}
-        ckpt.save(self.out / "last.safetensors", tensors, meta)
+        tensors = {**self._state_tensors(), "rng.attack": gen.get_state(), **ranks}
+        run_dir.save_last(self.out, tensors, meta)
 
     def eval_model(self) -> torch.nn.Module:
         """The model the per-epoch check and the saved checkpoints use: the average once it exists."""
@@ -302,6 +378,7 @@ class Trainer:
                 **(self.avg.state_tensors() if self.avg is not None else {})}
 
     def save(self, epoch: int, record: dict[str, Any]) -> None:
+        ranks = self._rank_state()
         if not self.dist.main:
             return
         meta, weights = run_dir.state_meta(self, epoch), ckpt.model_tensors(self.eval_model())
@@ -310,8 +387,8 @@ class Trainer:
             ckpt.save(self.out / "best.safetensors", weights, model_meta)
         if epoch in self.schedule:
             ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", weights, model_meta)
-        ckpt.save(self.out / "last.safetensors", self._state_tensors(),
-                  {**meta, "kind": "train_state", "history": self.history})
+        run_dir.save_last(self.out, {**self._state_tensors(), **ranks},
+                          {**meta, "kind": "train_state", "history": self.history})
         run_dir.write_metrics(self.out, self.history)
         if self.cfg.curves and not self._no_plots:
             try:
