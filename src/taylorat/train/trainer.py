@@ -5,12 +5,13 @@ epoch), ``last.safetensors`` (weights, optimizer state and history: what ``resum
 ``last.prev.safetensors`` (the one before: a resume falls back to it when ``last`` is damaged),
 ``best.safetensors`` (best PGD-20 accuracy on the selection split), ``epoch_XXXX.safetensors`` on
 the paper's checkpoint schedule, and ``summary.json`` when finished. Every file is written
-atomically; rank 0 holds the folder's lock while it trains. All randomness of epoch ``e`` (data order, augmentation, weight noise, attack start)
-comes from generators seeded by (seed, e), so a resumed run retraces the uninterrupted one; a
-SIGTERM/SIGINT saves the position inside the epoch and the generator state as well. Under
-``torchrun`` every rank trains on its share of each global batch; only rank 0 writes, and
-``last`` also keeps every other rank's buffers (BatchNorm statistics, which each rank's attack and
-check read) and attack generator as ``rankN.*``, so a resume is exact with or without ``sync_bn``.
+atomically; rank 0 holds the folder's lock while it trains. All randomness of epoch ``e`` (data
+order, augmentation, weight noise, attack start) comes from generators seeded by (seed, e), so a
+resumed run retraces the uninterrupted one; a SIGTERM/SIGINT saves the position inside the epoch
+and the generator state as well. Under ``torchrun`` every rank trains on its share of each global
+batch; only rank 0 writes, and ``last`` also keeps every other rank's buffers (BatchNorm
+statistics, which each rank's attack and check read) and attack generator as ``rankN.*``, so a
+resume is exact with or without ``sync_bn``.
 
 Divergence: a non-finite running loss, or one above ``optim.diverge_factor`` x max(ln K, the median of the
 first three epochs' mean loss), stops the run before anything of that epoch is saved.
