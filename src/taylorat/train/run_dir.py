@@ -94,8 +94,8 @@ def check_run_dir(cfg: Config, resume: bool, data_parallel: bool = False) -> str
     if has_run:
         last, skipped = newest_intact(out) if has_ckpt else (None, [])
         if has_ckpt and last is None:
-            return (f"{out} holds no intact checkpoint ({'; '.join(skipped)}); start the run again in another "
-                    "out_dir")
+            return (f"{out} holds a damaged run: no intact checkpoint ({'; '.join(skipped)}); start the run again "
+                    "in another out_dir")
         try:  # a checkpoint without its config is damaged (KeyError), unlike an older one missing other keys
             stored = (ckpt.read_meta(last)["config"] if last is not None
                       else yaml.safe_load((out / "config.yaml").read_text()) or {})
