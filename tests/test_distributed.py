@@ -163,7 +163,8 @@ def test_stopped_two_rank_run_resumes_bit_identical(resume_cfg, references, tmp_
     assert "resuming" in r.stdout + r.stderr
     ref, best_epoch = references[sync_bn]
     got = load_file(str(out / "last.safetensors"))
-    assert any(k.startswith("rank1.model.") for k in got)  # rank 1's BatchNorm statistics are kept
+    rank1 = [k for k in got if k.startswith("rank1.model.")]  # rank 1's BatchNorm statistics are kept
+    assert rank1 and (sync_bn == "true") == all(torch.equal(got[k], got[k[len("rank1."):]]) for k in rank1)
     assert got.keys() == ref.keys()
     assert [k for k in ref if not torch.equal(got[k], ref[k])] == []
     assert json.loads((out / "summary.json").read_text())["best_epoch"] == best_epoch
