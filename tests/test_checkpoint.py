@@ -152,3 +152,31 @@ def test_import_of_the_trades_wideresnet_layout(tmp_path):
     fresh = models.create("wrn_16_2", num_classes=10)
     ckpt.import_pickled_weights(tmp_path / "model-wideres-epoch76.pt", fresh, allow_pickle=True)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ours.state_dict().items())
+
+
+def test_flipped_tensor_bytes_are_refused_as_damaged(tmp_path):
+    p = tmp_path / "m.safetensors"
+    ckpt.save_model(p, model())
+    raw = bytearray(p.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    assert json.loads(json.loads(raw[8:8 + n])["__metadata__"]["taylorat"])["data_crc32"]
+    ckpt.load(p)  # intact
+    mid = 8 + n + (len(raw) - 8 - n) // 2
+    raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ckpt.CheckpointDamaged, match=f"{p.name} is damaged") as e:
+        ckpt.load_model(p)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ckpt.CheckpointDamaged):
+        ckpt.read_meta(p)  # the metadata alone is not trusted either
+
+
+def test_checkpoint_without_checksum_loads_with_a_note(tmp_path):
+    m = model()
+    p = tmp_path / "old.safetensors"
+    meta = {"format": ckpt.FORMAT, "version": 1, "kind": "model", "model": m.spec}
+    save_file(ckpt.model_tensors(m), str(p), metadata={"taylorat": json.dumps(meta)})
+    with pytest.warns(ckpt.UnverifiedCheckpoint, match="no checksum"):
+        loaded, got = ckpt.load_model(p)
+    assert got["model"] == m.spec and "data_crc32" not in got
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded.state_dict().values()))

@@ -81,3 +81,140 @@ def test_torchrun_cli_trains_to_the_end(cfg_file, tmp_path):
                  "sync_bn=false", "method.name=awp-trades+1st", "minimizer.warmup=1"), cwd=ROOT)
     assert {"best.safetensors", "last.safetensors", "metrics.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ exact resume and rank death under torchrun
+RESUME_CONFIG = """
+device: cpu
+progress: false
+checkpoints: none
+log_every: 1
+data: {dataset: synthetic, holdout: 10, options: {n_train: 74, n_test: 10, channels: 1, image_size: 8}}
+model: {name: small_cnn}
+method: {name: trades+1st+2nd, noise_std: 0.01}
+attack: {eps: 0.1, step: 0.03, steps: 2}
+optim: {epochs: 3, batch_size: 16, lr: 0.05}
+eval: {n: 10, eps: 0.1, step: 0.03, steps: 2}
+"""
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
+                                                                          os.environ.get("PYTHONPATH", "")])}
+
+
+def train_cmd(cfg, out, *extra):
+    return ["-m", "taylorat", "train", "--config", str(cfg), f"out_dir={out}", *extra]
+
+
+@pytest.fixture(scope="module")
+def resume_cfg(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cfg") / "resume.yaml"
+    p.write_text(RESUME_CONFIG)
+    return p
+
+
+@pytest.fixture(scope="module")
+def references(resume_cfg, tmp_path_factory):
+    """Uninterrupted 2-rank runs, sync_bn false and true: ``{sync_bn: (last tensors, best epoch)}``."""
+    root, refs = tmp_path_factory.mktemp("ref"), {}
+    for sync in ("false", "true"):
+        run(torchrun(*train_cmd(resume_cfg, root / sync, f"sync_bn={sync}")), cwd=ROOT)
+        refs[sync] = (load_file(str(root / sync / "last.safetensors")),
+                      json.loads((root / sync / "summary.json").read_text())["best_epoch"])
+    return refs
+
+
+def wait_for_epoch(p, last, epoch=1):
+    import time
+
+    from taylorat import checkpoint as ckpt
+
+    deadline = time.time() + 240
+    while p.poll() is None and time.time() < deadline:
+        if last.exists():
+            try:
+                if ckpt.read_meta(last)["epoch"] >= epoch:
+                    return
+            except ckpt.CheckpointError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError("the run ended before it could be interrupted")
+
+
+def start_and_stop(cmd, last, epoch, sig):
+    """Start ``cmd`` (a torchrun), wait until ``last`` holds ``epoch``, send ``sig`` to every rank and the launcher."""
+    import signal
+
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    wait_for_epoch(p, last, epoch)
+    os.killpg(p.pid, getattr(signal, sig))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0, "the run ended before the signal"
+    return out + err
+
+
+@pytest.mark.parametrize("sync_bn", ["false", "true"])
+def test_stopped_two_rank_run_resumes_bit_identical(resume_cfg, references, tmp_path, sync_bn):
+    # SIGKILL after epoch 1, resumed; SIGTERM after epoch 2 (or inside epoch 3), resumed to the end
+    out = tmp_path / "run"
+    cmd = torchrun(*train_cmd(resume_cfg, out, f"sync_bn={sync_bn}", "--resume"))
+    start_and_stop(cmd, out / "last.safetensors", 1, "SIGKILL")
+    start_and_stop(cmd, out / "last.safetensors", 2, "SIGTERM")
+    r = run(cmd, cwd=ROOT)
+    assert "resuming" in r.stdout + r.stderr
+    ref, best_epoch = references[sync_bn]
+    got = load_file(str(out / "last.safetensors"))
+    rank1 = [k for k in got if k.startswith("rank1.model.")]  # rank 1's BatchNorm statistics are kept
+    assert rank1 and (sync_bn == "true") == all(torch.equal(got[k], got[k[len("rank1."):]]) for k in rank1)
+    assert got.keys() == ref.keys()
+    assert [k for k in ref if not torch.equal(got[k], ref[k])] == []
+    assert json.loads((out / "summary.json").read_text())["best_epoch"] == best_epoch
+
+
+def node(cfg, out, port, rank, *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+            "--node_rank", str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+            "--rdzv_id", f"taylorat{port}", *extra, *train_cmd(cfg, out, "sync_bn=false", "--resume")]
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid):
+    """PIDs whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+@pytest.mark.parametrize("kill_a_rank", [False, True])
+def test_two_nodes_end_with_the_weights_of_one_node(resume_cfg, references, tmp_path, kill_a_rank):
+    import signal
+
+    out, port = tmp_path / "run", free_port()
+    extra = ["--max-restarts", "1"] if kill_a_rank else []
+    nodes = [subprocess.Popen(node(resume_cfg, out, port, i, *extra), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    if kill_a_rank:  # node 1's one rank, killed once epoch 1 is saved: in epoch 2
+        wait_for_epoch(nodes[1], out / "last.safetensors")
+        for pid in children(nodes[1].pid):
+            os.kill(pid, signal.SIGKILL)
+    logs = [n.communicate(timeout=300) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] + e[-3000:] for o, e in logs)
+    ref, best_epoch = references["false"]
+    got = load_file(str(out / "last.safetensors"))
+    assert got.keys() == ref.keys() and [k for k in ref if not torch.equal(got[k], ref[k])] == []
+    assert json.loads((out / "summary.json").read_text())["best_epoch"] == best_epoch
+    if kill_a_rank:
+        assert "resuming" in "".join(o + e for o, e in logs)

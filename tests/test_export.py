@@ -89,6 +89,45 @@ def test_onnx_output_equals_pytorch(tmp_path):
         assert np.abs(got - model(x).numpy()).max() < 1e-4
 
 
+def test_onnx_export_is_one_self_contained_file(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = models.create("small_cnn", num_classes=10, in_channels=1, image_size=28).eval()
+    ckpt.save_model(tmp_path / "m.safetensors", model)
+    out = tmp_path / "onnx"
+    assert main(["export", str(tmp_path / "m.safetensors"), "--format", "onnx", "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["m.onnx"]  # no external data file, no temp file
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    (alone / "copy.onnx").write_bytes((out / "m.onnx").read_bytes())  # copied alone, it still loads
+    x = torch.rand(2, 1, 28, 28)
+    got = ort.InferenceSession(str(alone / "copy.onnx")).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - model(x).numpy()).max() < 1e-4
+
+
+def test_robustbench_export_into_a_full_disk_leaves_nothing(preact, tmp_path, monkeypatch):
+    import taylorat.export as export_mod
+
+    _, path = preact
+    (tmp_path / "report.json").write_text(json.dumps(report()))
+    real, calls = export_mod.atomic_write_text, []
+
+    def disk_full_on_third(p, text):
+        calls.append(p)
+        if len(calls) == 2:  # the AutoAttack log, the last file: after the weights and the json
+            raise OSError(28, "No space left on device")
+        real(p, text)
+
+    monkeypatch.setattr(export_mod, "atomic_write_text", disk_full_on_third)
+    for out in (tmp_path / "new", tmp_path):  # a new folder, and one that holds other files
+        before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+        calls.clear()
+        with pytest.raises(OSError, match="No space"):
+            export_mod.export(path, "robustbench", out, report())
+        assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
 def test_plain_state_dict_loads_without_taylorat(tmp_path):
     torch.manual_seed(0)
     model = models.create("small_cnn", num_classes=10, in_channels=1, image_size=8)

@@ -212,7 +212,7 @@ def test_taylorat_plugins_is_read_once_when_a_registry_is_first_asked(tmp_path, 
 
     plugin = tmp_path / "env_toy.py"
     plugin.write_text(TOY_DATASET.format(name="env_toy"))
-    monkeypatch.setattr(common, "_env_plugins_loaded", False)
+    monkeypatch.setattr(common.registry, "_env_plugins_loaded", False)
     monkeypatch.setenv(common.PLUGINS_ENV, f" {plugin} ,")
     try:
         assert "env_toy" in data.available() and data.load("env_toy").n_train == 48

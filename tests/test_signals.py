@@ -79,6 +79,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_exact(setup, tmp_path):
     assert r.returncode == 0, r.stderr
     assert same_weights(ckpt.load(out / "last.safetensors")[0], reference)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    assert ckpt.read_meta(out / "last.prev.safetensors")["epoch"] == 3  # the fallback beside the newest
 
 
 def test_sigkill_then_resume_completes_with_valid_best_and_last(setup, tmp_path):

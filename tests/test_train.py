@@ -94,6 +94,7 @@ CHOICE_KEYS = {"precision", "channels_last", "compile", "taylor_stats", "checkpo
 RANGED_KEYS = {"seed", "log_every", "data.holdout", "data.train_subset", "method.beta", "method.eta", "method.eta2",
                "method.noise_std", "attack.eps", "attack.step", "attack.steps", "optim.epochs", "optim.batch_size",
                "optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.ema_decay", "optim.swa_start",
+               "optim.diverge_factor",
                "eval.n", "eval.eps", "eval.step", "eval.steps", "eval.batch_size", "eval.every", "eval.track_test",
                "eval.track_train", "minimizer.rho", "minimizer.eta", "minimizer.gamma", "minimizer.warmup",
                "data.extra.fraction", "method.label_smoothing", "optim.warmup_epochs", "optim.accumulate"}

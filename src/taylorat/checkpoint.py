@@ -3,8 +3,10 @@
 A checkpoint is a safetensors file whose header metadata holds ``{"taylorat": <json>}``; the
 JSON names the format, the model spec (enough to rebuild it with ``models.create``) and the
 run state. Writes go to a temporary file in the same directory, are fsynced, then renamed over
-the target, so a crash never leaves a half-written checkpoint under the final name. Loading
-never unpickles anything.
+the target, so a crash never leaves a half-written checkpoint under the final name. The JSON
+also holds ``data_crc32``, the CRC-32 of the tensor data (every byte after the header), which every
+load verifies: a flipped or lost byte is a one-line :class:`CheckpointDamaged` instead of weights
+that load silently (safetensors itself checks only the header). Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,11 +41,26 @@ class CheckpointError(InputError):
     """A file that is missing, not a taylorat checkpoint, or does not fit the model."""
 
 
+class CheckpointDamaged(CheckpointError):
+    """A taylorat checkpoint whose bytes changed after it was written (truncated, flipped, overwritten)."""
+
+
+class UnverifiedCheckpoint(UserWarning):
+    """A checkpoint written before checksums (it loads; its tensor data cannot be verified)."""
+
+
 def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``."""
+    """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``, with the data's CRC-32."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     header = {"format": FORMAT, "version": VERSION, **meta}
-    atomic_write_bytes(path, st_save(flat, metadata={"taylorat": json.dumps(header)}))
+    raw = st_save(flat, metadata={"taylorat": json.dumps(header)})
+    n = int.from_bytes(raw[:8], "little")
+    data = memoryview(raw)[8 + n:]
+    index = json.loads(raw[8 : 8 + n])  # the tensors' names, dtypes, shapes and offsets: independent of metadata
+    index["__metadata__"] = {"taylorat": json.dumps({**header, "data_crc32": f"{zlib.crc32(data):08x}"})}
+    text = json.dumps(index, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
+    atomic_write_bytes(path, b"".join((len(text).to_bytes(8, "little"), text, data)))
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -82,6 +101,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: b
         raise CheckpointError(f"{path} is not a taylorat checkpoint (unreadable metadata)")
     if meta.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer taylorat (checkpoint version {meta['version']}); upgrade")
+    verify(path, raw, header_len, meta)
     return {k: v.to(device) for k, v in data.items()}, meta
 
 
@@ -174,6 +194,16 @@ def build_model(spec: Any, tensors: Mapping[str, torch.Tensor], source: str) -> 
                               "altered or it was written for another architecture")
     del probe
     return models.create(spec["name"], **kwargs)
+def verify(path: Path, raw: bytes, header_len: int, meta: dict[str, Any]) -> None:
+    """Compare the CRC-32 of the tensor data with ``meta["data_crc32"]``; a note where there is none."""
+    stored = meta.pop("data_crc32", None)
+    if stored is None:
+        warnings.warn(f"{path} carries no checksum (written by an older taylorat); its tensor data is not verified",
+                      UnverifiedCheckpoint, stacklevel=3)
+        return
+    if f"{zlib.crc32(memoryview(raw)[8 + header_len:]):08x}" != stored:
+        raise CheckpointDamaged(f"{path} is damaged: its tensor data does not match the checksum written with it "
+                                "(a flipped or lost byte); use an earlier checkpoint or retrain")
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

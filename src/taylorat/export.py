@@ -8,8 +8,10 @@
   (architecture, dataset, ε, clean and AutoAttack accuracy with the number of test images they
   were measured on, the training method and the paper); and ``autoattack_log.txt``, the log of
   the AutoAttack run the accuracy comes from (a ``taylorat eval`` report at 8/255, or one run
-  here).
-* ``onnx``: a traced export (``torch.onnx.export``) of the model in eval mode, [0,1] NCHW input.
+  here). The four files are written into a temporary folder and renamed into place only once all of them
+  are written (``common.atomic_folder``): an export is whole or absent.
+* ``onnx``: a traced export (``torch.onnx.export``) of the model in eval mode, [0,1] NCHW input, as one
+  self-contained file (the weights inside the graph, not in an external data file).
 * ``state-dict``: plain safetensors of ``model.state_dict()`` (our names, no taylorat header, no
   ``model.`` prefix), loadable with ``load_state_dict(safetensors.torch.load_file(...))``.
 """
@@ -29,7 +31,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import checkpoint as ckpt
-from .common import InputError, atomic_write_bytes, atomic_write_text, require
+from .common import InputError, atomic_folder, atomic_write_bytes, atomic_write_text, require
 from .models import layouts
 
 FORMATS = ("robustbench", "onnx", "state-dict")
@@ -101,15 +103,15 @@ def export(path: str | Path, fmt: str, out: str | Path, report: dict[str, Any] |
                              "(from taylorat eval --attacks clean,aa)")
         state = layouts.to_robustbench(model.state_dict(), model_name)
         rb_name = name or "Jin2023Randomized"
-        for suffix, data in ((".safetensors", st_save({k: v.contiguous() for k, v in state.items()})),
-                             (".pt", _torch_save(state))):
-            atomic_write_bytes(out / f"{rb_name}{suffix}", data)
-            written.append(out / f"{rb_name}{suffix}")
         info = model_info(meta, report)
-        atomic_write_text(out / f"{rb_name}.json", json.dumps(info, indent=2) + "\n")
         log = (report.get("extra") or {}).get("aa_log") or []
-        atomic_write_text(out / "autoattack_log.txt", "\n".join(log) + "\n")
-        written += [out / f"{rb_name}.json", out / "autoattack_log.txt"]
+        names = [f"{rb_name}.safetensors", f"{rb_name}.pt", f"{rb_name}.json", "autoattack_log.txt"]
+        with atomic_folder(out) as tmp:
+            atomic_write_bytes(tmp / names[0], st_save({k: v.contiguous() for k, v in state.items()}))
+            atomic_write_bytes(tmp / names[1], _torch_save(state))
+            atomic_write_text(tmp / names[2], json.dumps(info, indent=2) + "\n")
+            atomic_write_text(tmp / names[3], "\n".join(log) + "\n")
+        written += [out / n for n in names]
     return written
 
 
@@ -124,7 +126,9 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
     """An ONNX graph of ``model`` (eval mode), input ``images`` (B, C, H, W) in [0,1], dynamic batch.
 
     With ``onnxscript`` installed (``taylorat[onnx]``) PyTorch's ``torch.export``-based exporter is
-    used; otherwise its older TorchScript-based tracer (deprecated by PyTorch, same graph).
+    used; otherwise its older TorchScript-based tracer (deprecated by PyTorch, same graph). The file is
+    self-contained: the weights are stored in the graph (``external_data=False``; ONNX's protobuf limit of
+    2 GB is far above the models here).
     """
 
     require("onnx", "onnx", "ONNX export")
@@ -139,7 +143,8 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
     try:
         if importlib.util.find_spec("onnxscript") is not None:
             dim = torch.export.Dim("batch", min=1)
-            torch.onnx.export(model, (x,), str(tmp), dynamic_shapes=({0: dim},), dynamo=True, **names)
+            torch.onnx.export(model, (x,), str(tmp), dynamic_shapes=({0: dim},), dynamo=True, external_data=False,
+                              **names)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -147,6 +152,7 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
                                   dynamo=False, **names)
         tmp.replace(path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for left in (tmp, tmp.with_name(tmp.name + ".data")):
+            if left.exists():
+                left.unlink()
     return path

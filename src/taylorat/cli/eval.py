@@ -17,7 +17,7 @@ from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
 from ..checkpoint import CheckpointMeta
-from ..common import MissingDependency, atomic_write_text, resolve_device
+from ..common import MissingDependency, atomic_folder, atomic_write_text, resolve_device
 from ..evaluate import (
     available_attacks,
     check_dependencies,
@@ -108,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
         print(md + "\n")
         if args.out:
             out = Path(args.out) if len(args.checkpoint) == 1 else Path(args.out) / run_label(path)
-            write_report(out, report, md)
-            print(f"report -> {out / 'report.json'}, {out / 'report.md'}"
-                  + _chart(report, out / "report.png", meta.label))
+            with atomic_folder(out) as tmp:  # report.json, .md and .png whole or not at all
+                write_report(tmp, report, md)
+                chart = _chart(report, tmp / "report.png", meta.label).replace(str(tmp), str(out))
+            print(f"report -> {out / 'report.json'}, {out / 'report.md'}" + chart)
         rows.append({"method": f"{meta.label} ({run_label(path)})", **report["results"]})
         reports.append(report)
     if len(args.checkpoint) > 1:

@@ -93,6 +93,8 @@ def report_markdown(report: dict[str, Any], label: str) -> str:
 
 
 def write_report(out_dir: str | Path, report: dict[str, Any], markdown: str) -> None:
+    """``report.json`` and ``report.md`` in ``out_dir`` (one may be written without the other; the CLI writes the
+    set through ``common.atomic_folder``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")

@@ -29,7 +29,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
-from ..common import atomic_write_text, read_json, read_jsonl, resolve_device
+from ..common import FolderLock, atomic_folder, atomic_write_text, read_json, read_jsonl, resolve_device
 from ..evaluate import attack_eps, check_dependencies, eps_from_run, evaluate, expand, get_attack
 from ..evaluate.builtin import ATTACK_OPTIONS, attack_options
 from ..train import train
@@ -235,7 +235,14 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
               progress: bool = True, log: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
     """Train and evaluate every run of ``study`` that is not done yet; write results.json and README.md."""
     check_dependencies([*study.evaluate.attacks, *study.evaluate.last])  # a missing extra stops before training
-    runs = study.runs(runs_dir, only)
+    with FolderLock(runs_dir, "study runs folder") as lock:
+        if lock.took_over is not None:
+            log(f"took over the lock of process {lock.took_over}, which is gone")
+        _run_each(study, study.runs(runs_dir, only), progress, log)
+        return write_results(study, collect(study, runs_dir), out, runs_dir, command)
+
+
+def _run_each(study: Study, runs: list[RunSpec], progress: bool, log: Callable[[str], None]) -> None:
     by_key = {(r.label, r.seed): r for r in runs}
     for i, run in enumerate(runs, 1):
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed} -> {run.config.out_dir}")
@@ -243,7 +250,6 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
         train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {_shown(rec)} ({time.time() - t:.0f}s in this call)")
-    return write_results(study, collect(study, runs_dir), out, runs_dir, command)
 
 
 def _shown(rec: dict[str, Any]) -> str:
@@ -280,6 +286,14 @@ def run_study_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs
     """``run_study`` with ``jobs`` runs at a time (processes of ``threads`` CPU threads each, default an equal
     share of the cores); returns the results and the runs that failed."""
     check_dependencies([*study.evaluate.attacks, *study.evaluate.last])  # a missing extra stops before training
+    with FolderLock(runs_dir, "study runs folder") as lock:
+        if lock.took_over is not None:
+            log(f"took over the lock of process {lock.took_over}, which is gone")
+        return _run_parallel(study, runs_dir, out, jobs, only, log, command, threads)
+
+
+def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int, only: list[str] | None,
+                  log: Callable[[str], None], command: str, threads: int | None) -> tuple[dict[str, Any], list[str]]:
     runs = study.runs(runs_dir, only)
     by_key = {(r.label, r.seed): r for r in runs}
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -348,11 +362,16 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
     results = {"study": study.name, "title": study.title, "command": command or f"taylorat reproduce {study.source}",
                "config": {"study": study.to_dict(), "resolved": cfg0},
                "runs": sorted(records, key=lambda r: (study.labels().index(r["method"]), r["seed"]))}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    with atomic_folder(out) as page_dir:  # results.json, curves.png and README.md whole or not at all
+        _write_page(study, results, out, page_dir, runs_dir)
+    return results
+
+
+def _write_page(study: Study, results: dict[str, Any], out: Path, page_dir: Path, runs_dir: str | Path | None) -> None:
+    atomic_write_text(page_dir / "results.json", json.dumps(results, indent=2) + "\n")
     if has_curves(results["runs"]):
-        plot_curves(results["runs"], study.labels(), out / "curves.png", study.title)
-    plot_flatness_gap(results["runs"], study.labels(), out / "flatness.png", study.title)  # runs with flatness
+        plot_curves(results["runs"], study.labels(), page_dir / "curves.png", study.title)
+    plot_flatness_gap(results["runs"], study.labels(), page_dir / "flatness.png", study.title)  # runs with flatness
     page = render_readme(results, study)
     if (out / "landscape.png").exists() and not study.is_table:  # made by `taylorat landscape` (see below)
         a, b = (Path(runs_dir or "runs") / slug(m) / f"seed{study.seeds[0]}" / "best.safetensors"
@@ -362,5 +381,4 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
                  f"seed {study.seeds[0]}](landscape.png)\n\n"
                  f"Produced by `taylorat landscape --checkpoint {a} --checkpoint {b} --images 4 --out {out}`; "
                  "numbers in `landscape.json`.\n")
-    atomic_write_text(out / "README.md", page)
-    return results
+    atomic_write_text(page_dir / "README.md", page)

@@ -130,6 +130,8 @@ class OptimConfig:
     ema_decay: float = _ranged(0.999, "in (0, 1)")
     ema_warmup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at step t, as Wang et al. 2023's code
     swa_start: float = _ranged(0.5, "in [0, 1)")  # fraction of the epochs after which SWA averages (once per epoch)
+    # stop when the running loss exceeds this x max(ln K, median of the first 3 epochs' loss); 0: only NaN/inf
+    diverge_factor: float = _ranged(1e4, ">= 0")
 
 
 @dataclass

@@ -3,7 +3,13 @@ checkpoints carry, and the files written around the epochs (``config.yaml`` befo
 after each, ``summary.json`` once the last one is done).
 
 An ``out_dir`` is usable when it does not exist, is empty, or (with ``resume``) holds the same run: the stored
-config equals this one except for keys that do not change the result (``RESUMABLE_DIFFS``).
+config equals this one except for keys that do not change the result (``RESUMABLE_DIFFS``). What interrupted
+atomic writes leave (``.NAME.XXXX.tmp``) never counts and is removed once the run holds the folder's lock
+(``.taylorat.lock``, rank 0's PID: a second live writer is refused).
+
+The run keeps two resumable checkpoints: ``last.safetensors`` and the one before it, ``last.prev.safetensors``
+(renamed from ``last`` before a new ``last`` is written). A resume takes the newest intact one (``RESUMABLE``),
+saying what it skipped and why.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 import yaml
 
 from .. import checkpoint as ckpt
-from ..common import TayloratError, atomic_write_text
+from ..common import FolderLock, FolderLocked, TayloratError, atomic_write_text, is_temp_name
 from . import distributed
 from .config import Config
 
@@ -27,8 +33,9 @@ if TYPE_CHECKING:  # only for annotations: the trainer imports this module
 
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_DIFFS = {"progress", "log_every", "device", "data.data_dir", "data.download", "out_dir", "name", "curves",
-                   "logging", "channels_last"}
+                   "logging", "channels_last", "optim.diverge_factor"}
 DATA_PARALLEL_ONLY = {"taylor_stats", "sync_bn"}
+RESUMABLE = ("last.safetensors", "last.prev.safetensors")  # newest first
 
 
 class RunDirError(TayloratError, RuntimeError):
@@ -52,20 +59,45 @@ def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                   if fa.get(k, default.get(k)) != fb.get(k, default.get(k)) and k not in RESUMABLE_DIFFS)
 
 
+def newest_intact(out: Path) -> tuple[Path | None, list[str]]:
+    """The newest resumable checkpoint in ``out`` that loads and passes its checksum, and why others were skipped."""
+    skipped = []
+    for name in RESUMABLE:
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            ckpt.read_meta(path)
+        except ckpt.CheckpointError as e:
+            skipped.append(f"{name} ({str(e).splitlines()[0].replace(str(path) + ' ', '')})")
+            continue
+        return path, skipped
+    return None, skipped
+
+
+def _results(out: Path) -> list[Path]:
+    """What ``out`` holds besides interrupted writes and the writer's lock."""
+    return [p for p in out.iterdir() if not is_temp_name(p.name) and p.name != FolderLock.NAME]
+
+
 def check_run_dir(cfg: Config, resume: bool, data_parallel: bool = False) -> str | None:
     """Why ``cfg`` may not use its ``out_dir`` (a one-line reason), or None when it may."""
     out = Path(cfg.out_dir)
-    last = out / "last.safetensors"
-    has_run = (out / "config.yaml").exists() or last.exists()
+    has_ckpt = any((out / n).exists() for n in RESUMABLE)
+    has_run = (out / "config.yaml").exists() or has_ckpt
     if has_run and not resume:
         return f"{out} already holds a run; pass --resume to continue it or choose another out_dir"
     if out.exists() and not out.is_dir():
         return f"{out} is a file, not a directory; choose another out_dir"
-    if out.exists() and not has_run and any(out.iterdir()):
+    if out.exists() and not has_run and _results(out):
         return f"{out} is not empty and holds no taylorat run; choose another out_dir"
     if has_run:
+        last, skipped = newest_intact(out) if has_ckpt else (None, [])
+        if has_ckpt and last is None:
+            return (f"{out} holds a damaged run: no intact checkpoint ({'; '.join(skipped)}); start the run again "
+                    "in another out_dir")
         try:  # a checkpoint without its config is damaged (KeyError), unlike an older one missing other keys
-            stored = (ckpt.read_meta(last)["config"] if last.exists()
+            stored = (ckpt.read_meta(last)["config"] if last is not None
                       else yaml.safe_load((out / "config.yaml").read_text()) or {})
         except (ckpt.CheckpointError, yaml.YAMLError, KeyError) as e:
             return f"{out} holds a damaged run ({str(e).splitlines()[0]}); choose another out_dir"
@@ -82,22 +114,37 @@ def check_run_dir(cfg: Config, resume: bool, data_parallel: bool = False) -> str
     return None
 
 
-def claim(cfg: Config, resume: bool, dist: distributed.Dist) -> None:
-    """Raise :class:`RunDirError` unless ``cfg`` may use its ``out_dir`` (rank 0 decides, every rank raises)."""
-    problem = distributed.broadcast_object(check_run_dir(cfg, resume, data_parallel=dist.enabled) if dist.main
-                                           else None, dist)
+def claim(cfg: Config, resume: bool, dist: distributed.Dist) -> FolderLock | None:
+    """Lock ``out_dir`` and check it may be used (rank 0 does both, every rank raises :class:`RunDirError`).
+
+    Returns rank 0's lock (release it when the run ends), None on the other ranks.
+    """
+    lock, problem = None, None
+    if dist.main:
+        out = Path(cfg.out_dir)
+        problem = f"{out} is a file, not a directory; choose another out_dir" if out.is_file() else None
+        if problem is None:
+            try:
+                lock = FolderLock(out, "run folder").acquire()
+            except FolderLocked as e:
+                problem = str(e)
+        problem = problem or check_run_dir(cfg, resume, data_parallel=dist.enabled)
+        if problem and lock is not None:
+            lock.release()
+    problem = distributed.broadcast_object(problem, dist)
     if problem:
         raise RunDirError(problem)
+    return lock
 
 
 def run_dir_state(cfg: Config) -> str:
     """What a (resumed) run would find in its ``out_dir``, in words (for dry runs)."""
     out = Path(cfg.out_dir)
-    last = out / "last.safetensors"
     if not out.exists():
         return f"{out}: will be created"
-    if not last.exists():
-        return f"{out}: exists, no checkpoint yet"
+    last, skipped = newest_intact(out)
+    if last is None:
+        return f"{out}: exists, " + (f"no intact checkpoint ({'; '.join(skipped)})" if skipped else "no checkpoint yet")
     meta = ckpt.CheckpointMeta.from_meta(ckpt.read_meta(last))
     done = meta.epoch or 0
     if done >= cfg.optim.epochs and not meta.partial:
@@ -132,17 +179,26 @@ class ResumePoint:
     best_epoch: int | None = None
     partial: dict[str, Any] | None = None  # position inside an epoch stopped by a signal
     partial_rng: torch.Tensor | None = None  # the attack generator's state at that position
+    source: Path | None = None  # the checkpoint it came from
+    skipped: list[str] = field(default_factory=list)  # newer checkpoints that were damaged, and why
+    rank_buffers: dict[str, torch.Tensor] = field(default_factory=dict)  # ``rankN.<buffer>``: other ranks' BN stats
 
     def where(self) -> str:
-        return (f"in epoch {self.partial['epoch']} after step {self.partial['step']}" if self.partial
-                else f"after epoch {self.start_epoch - 1}")
+        at = (f"in epoch {self.partial['epoch']} after step {self.partial['step']}" if self.partial
+              else f"after epoch {self.start_epoch - 1}")
+        if self.skipped and self.source is not None:
+            at += f" from {self.source.name}, skipping {'; '.join(self.skipped)}"
+        return at
 
 
 def restore(out: Path, device: torch.device, model: torch.nn.Module, opt: torch.optim.Optimizer,
             avg: WeightAverage | None) -> ResumePoint | None:
-    """Load the weights, momentum and average of ``out/last.safetensors`` in place; None when there is none."""
-    last = out / "last.safetensors"
-    if not last.exists():
+    """Load weights, momentum and average of the newest intact checkpoint in ``out``; None when there is none.
+
+    ``point.source`` names the file, ``point.skipped`` the newer ones that were damaged and why.
+    """
+    last, skipped = newest_intact(out)
+    if last is None:
         return None
     tensors, raw = ckpt.load(last, device)
     meta = ckpt.CheckpointMeta.from_meta(raw)
@@ -150,8 +206,18 @@ def restore(out: Path, device: torch.device, model: torch.nn.Module, opt: torch.
     load_optimizer(model, opt, tensors)
     if avg is not None:
         avg.load_state_tensors(tensors)
+    rank_bn = {k: v for k, v in tensors.items() if k.startswith("rank")}
     return ResumePoint(start_epoch=raw["epoch"] + 1, history=meta.history, best=meta.best, best_epoch=meta.best_epoch,
-                       partial=meta.partial, partial_rng=tensors.get("rng.attack"))
+                       partial=meta.partial, partial_rng=tensors.get("rng.attack"), source=last, skipped=skipped,
+                       rank_buffers=rank_bn)
+
+
+def save_last(out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``last.safetensors``, keeping the one it replaces as ``last.prev.safetensors`` (each step a rename)."""
+    last, prev = out / RESUMABLE[0], out / RESUMABLE[1]
+    if last.exists():
+        last.replace(prev)
+    ckpt.save(last, tensors, meta)
 
 
 def state_meta(t: Trainer, epoch: int) -> dict[str, Any]:

@@ -2,12 +2,19 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
 epoch), ``last.safetensors`` (weights, optimizer state and history: what ``resume`` reads),
+``last.prev.safetensors`` (the one before: a resume falls back to it when ``last`` is damaged),
 ``best.safetensors`` (best PGD-20 accuracy on the selection split), ``epoch_XXXX.safetensors`` on
 the paper's checkpoint schedule, and ``summary.json`` when finished. Every file is written
-atomically. All randomness of epoch ``e`` (data order, augmentation, weight noise, attack start)
-comes from generators seeded by (seed, e), so a resumed run retraces the uninterrupted one; a
-SIGTERM/SIGINT saves the position inside the epoch and the generator state as well. Under
-``torchrun`` every rank trains on its share of each global batch; only rank 0 writes.
+atomically; rank 0 holds the folder's lock while it trains. All randomness of epoch ``e`` (data
+order, augmentation, weight noise, attack start) comes from generators seeded by (seed, e), so a
+resumed run retraces the uninterrupted one; a SIGTERM/SIGINT saves the position inside the epoch
+and the generator state as well. Under ``torchrun`` every rank trains on its share of each global
+batch; only rank 0 writes, and ``last`` also keeps every other rank's buffers (BatchNorm
+statistics, which each rank's attack and check read) and attack generator as ``rankN.*``, so a
+resume is exact with or without ``sync_bn``.
+
+Divergence: a non-finite running loss, or one above ``optim.diverge_factor`` x max(ln K, the median of the
+first three epochs' mean loss), stops the run before anything of that epoch is saved.
 """
 
 from __future__ import annotations
@@ -25,13 +32,14 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from .. import data as datasets
 from .. import models
-from ..attacks import PGD, correct_mask
-from ..common import InputError, MissingDependency, TayloratError, derive_seed, resolve_device
+from ..common import InputError, MissingDependency, derive_seed, remove_temp_files, resolve_device
 from ..objectives import Method, Minimizer, PairForward, Threat, make_minimizer
-from . import distributed, run_dir, sync_bn
+from . import distributed, divergence, rank_state, run_dir, sync_bn
 from .averaging import WeightAverage
+from .checks import EpochCheck
 from .config import Config
 from .curves import plot_histories
+from .divergence import TrainingDiverged  # noqa: F401 - importable from here, as before
 from .logs import format_event, make_sinks
 from .run_dir import RunDirError, check_run_dir, config_diff, run_dir_state  # noqa: F401 (importable here as before)
 from .schedule import describe, lr_at_step, paper_checkpoint_epochs, schedule_warning
@@ -40,12 +48,6 @@ from .speed import resolve_channels_last
 from .step import compile_for_training, train_step
 
 METRICS = ("loss", "ce", "kl", "first", "second")
-
-
-class TrainingDiverged(TayloratError, RuntimeError):
-    """The loss became NaN or infinite."""
-
-    exit_code = 3
 
 
 @dataclass
@@ -113,13 +115,8 @@ class Trainer:
             on_device = {"auto": pool.nbytes <= datasets.extra.DEVICE_BYTES, "true": True,
                          "false": False}[cfg.data.extra.on_device]
             self.loader = datasets.MixedLoader(self.loader, pool, per_batch, on_device, cfg.seed)
-        e = cfg.eval
-        sx, sy = ((self.prep.holdout_x, self.prep.holdout_y) if e.select_on == "holdout"
-                  else (self.prep.test_x, self.prep.test_y))
-        self.n_select = int(len(sy[: e.n]))
-        lo, hi = _share(self.n_select, self.dist)  # each rank checks its share of the selection split
-        self.select_x, self.select_y = sx[lo:hi].to(self.device), sy[lo:hi].to(self.device)
-        self.tracked = self._tracked_sets()
+        self.check = EpochCheck(cfg, self.prep, self.device, self.dist, self.eval_model)
+        self.n_select = self.check.n_select
         self.avg = (WeightAverage(self.model, o.average, o.epochs, o.ema_decay, o.swa_start, o.ema_warmup)
                     if o.average != "none" else None)
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
@@ -140,6 +137,8 @@ class Trainer:
         self.start_epoch = 1
         self.partial: dict[str, Any] | None = None  # position inside an epoch stopped by a signal
         self.partial_rng: torch.Tensor | None = None
+        self.resumed_from: Path | None = None
+        self.lock = None
         self._no_plots = False
 
     def _extra_pool(self) -> tuple[datasets.ExtraPool | None, int]:
@@ -158,11 +157,20 @@ class Trainer:
     # ---------------------------------------------------------------- run directory
     def prepare_run_dir(self, resume: bool) -> None:
         """Claim ``out_dir`` (RunDirError if it holds another run), take back a stopped run, write config.yaml."""
-        run_dir.claim(self.cfg, resume, self.dist)
+        self.lock = run_dir.claim(self.cfg, resume, self.dist)
+        if self.lock is not None and self.lock.took_over is not None:
+            self.log(f"took over the lock of process {self.lock.took_over}, which is gone")
+        if self.dist.main:
+            gone = remove_temp_files(self.out)
+            if gone:
+                self.log(f"removed {len(gone)} temporary file(s) of an interrupted write: {', '.join(gone)}")
+        distributed.barrier(self.dist)
         point = run_dir.restore(self.out, self.device, self.model, self.opt, self.avg)
         if point is not None:
             self.history, self.best, self.best_epoch = point.history, point.best, point.best_epoch
             self.start_epoch, self.partial, self.partial_rng = point.start_epoch, point.partial, point.partial_rng
+            self.resumed_from = point.source
+            rank_state.restore(self, point.rank_buffers)
             self.log(f"resuming {self.out} {point.where()}")
         if self.dist.main and not self.sinks:
             self.sinks = make_sinks([b for b in self.cfg.logging if b != "jsonl"], self.out, self.cfg.to_dict(),
@@ -214,8 +222,7 @@ class Trainer:
             if at_log:  # one host sync (and one all-reduce) every log_every steps
                 n_seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
                 total = distributed.all_sum(sums[:1].clone(), d).item() / n_seen
-                if not math.isfinite(total):
-                    self._diverged(epoch, i + 1)
+                self._check_loss(total, epoch, i + 1)
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}")
                 self.emit({"event": "step", "epoch": epoch, "step": i + 1, "steps": len(self.loader), "loss": total,
                            "lr": lr, "global_step": (epoch - 1) * len(self.loader) + i + 1}, console=False)
@@ -230,7 +237,8 @@ class Trainer:
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
         vals = (sums / max(seen, 1)).tolist()
         if not all(math.isfinite(v) for v in vals):
-            self._diverged(epoch, len(self.loader))
+            self._diverged(epoch, len(self.loader), "is not finite")
+        self._check_loss(vals[0], epoch, len(self.loader))
         out = {"lr": lr, **{f"train_{k}": v for k, v in zip(METRICS, vals)}}  # lr: the epoch's last step's
         out["train_acc_clean"] = 100 * vals[len(METRICS)] if self.method.needs_clean_pass() else None
         out["train_acc_adv"] = 100 * vals[len(METRICS) + 1]
@@ -254,76 +262,51 @@ class Trainer:
         for sink in self.sinks:
             sink.close()
         self.sinks = []
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
-    def _diverged(self, epoch: int, step: int) -> None:
-        raise TrainingDiverged(f"loss is not finite at epoch {epoch}, step {step}; lower optim.lr (the last good "
-                               f"checkpoint is kept in {self.out})")
+    def loss_bound(self) -> float:
+        """``optim.diverge_factor`` x max(ln K, median of the first three epochs' mean loss); inf when off."""
+        return divergence.loss_bound(self.cfg.optim.diverge_factor, self.history, self.dataset.num_classes)
+
+    def _check_loss(self, loss: float, epoch: int, step: int) -> None:
+        divergence.check_loss(self, loss, epoch, step)
+
+    def _diverged(self, epoch: int, step: int, what: str) -> None:
+        divergence.diverged(self, epoch, step, what)
 
     def _save_partial(self, epoch: int, step: int, gen: torch.Generator, sums: torch.Tensor, seen: float,
                       seconds: float) -> None:
         """Checkpoint in the middle of ``epoch`` after ``step`` steps (signal): exact resume."""
         sums = distributed.all_sum(sums.clone(), self.dist)
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), self.dist).item()
+        ranks = rank_state.gather(self, gen)
         if not self.dist.main:
             return
         meta = {**run_dir.state_meta(self, epoch - 1), "kind": "train_state", "history": self.history,
                 "partial": {"epoch": epoch, "step": step, "sums": sums.tolist(), "seen": seen, "seconds": seconds}}
-        tensors = {**self._state_tensors(), "rng.attack": gen.get_state()}
-        ckpt.save(self.out / "last.safetensors", tensors, meta)
+        tensors = {**self._state_tensors(), "rng.attack": gen.get_state(), **ranks}
+        run_dir.save_last(self.out, tensors, meta)
+
+    def evaluate(self) -> dict[str, float]:
+        """Clean and PGD accuracy (%) on the selection split (:class:`~taylorat.train.checks.EpochCheck`)."""
+        return self.check.evaluate()
+
+    def track(self) -> dict[str, float]:
+        """Clean and PGD accuracy (%) on the tracked test and training images (curves; never selection)."""
+        return self.check.track()
 
     def eval_model(self) -> torch.nn.Module:
         """The model the per-epoch check and the saved checkpoints use: the average once it exists."""
         return self.avg.module if self.avg is not None and self.avg.ready else self.model
-
-    def _accuracy(self, x: torch.Tensor, y: torch.Tensor, n: int, what: str, *seed: Any) -> tuple[float, float]:
-        """Clean and PGD accuracy (%) of ``eval_model`` over ``n`` images, this rank measuring its share ``x, y``.
-
-        The attack is PGD at ``eval.eps/step/steps`` under the training norm, seeded by (seed, ``*seed``, rank).
-        """
-        e = self.cfg.eval
-        model = self.eval_model()
-        attack = PGD(model, eps=e.eps, step=e.step, steps=e.steps, norm=self.cfg.attack.norm,
-                     seed=derive_seed(self.cfg.seed, *seed, *([self.dist.rank] if self.dist.enabled else [])))
-        clean = correct_mask(model, x, y, None, e.batch_size).sum()
-        adv = correct_mask(model, x, y, attack, e.batch_size, progress=f"check: {what} PGD-{e.steps}"
-                           if self.cfg.progress and self.dist.main else None).sum()
-        counts = distributed.all_sum(torch.stack([clean, adv]).float().to(self.device), self.dist)
-        return 100 * counts[0].item() / n, 100 * counts[1].item() / n
-
-    def evaluate(self) -> dict[str, float]:
-        """Clean and PGD accuracy (%) on the selection split, each rank on its share."""
-        clean, pgd = self._accuracy(self.select_x, self.select_y, self.n_select, self.cfg.eval.select_on, "eval")
-        return {"clean": clean, "pgd": pgd}
-
-    def _tracked_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
-        """Images measured every epoch for the curves only: ``{"test"|"train": (x, y, n)}`` (this rank's share)."""
-        e, out = self.cfg.eval, {}
-        if e.track_test:
-            n = min(e.track_test, len(self.prep.test_y))
-            lo, hi = _share(n, self.dist)
-            out["test"] = (self.prep.test_x[lo:hi].to(self.device), self.prep.test_y[lo:hi].to(self.device), n)
-        if e.track_train:
-            n = min(e.track_train, len(self.prep.train_y))
-            g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "track_train"))
-            idx = torch.randperm(len(self.prep.train_y), generator=g)[:n].sort().values
-            lo, hi = _share(n, self.dist)
-            idx = idx[lo:hi]
-            out["train"] = (self.prep.train_x[idx].to(self.device), self.prep.train_y[idx].to(self.device), n)
-        return out
-
-    def track(self) -> dict[str, float]:
-        """Clean and PGD accuracy (%) on the tracked test and training images (curves; never selection)."""
-        out = {}
-        for name, (x, y, n) in self.tracked.items():
-            out[f"track_{name}_clean"], out[f"track_{name}_pgd"] = self._accuracy(x, y, n, f"tracked {name}",
-                                                                                  "track", name)
-        return out
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {**ckpt.model_tensors(self.model), **run_dir.optimizer_tensors(self.model, self.opt),
                 **(self.avg.state_tensors() if self.avg is not None else {})}
 
     def save(self, epoch: int, record: dict[str, Any]) -> None:
+        ranks = rank_state.gather(self)
         if not self.dist.main:
             return
         meta, weights = run_dir.state_meta(self, epoch), ckpt.model_tensors(self.eval_model())
@@ -332,8 +315,8 @@ class Trainer:
             ckpt.save(self.out / "best.safetensors", weights, model_meta)
         if epoch in self.schedule:
             ckpt.save(self.out / f"epoch_{epoch:04d}.safetensors", weights, model_meta)
-        ckpt.save(self.out / "last.safetensors", self._state_tensors(),
-                  {**meta, "kind": "train_state", "history": self.history})
+        run_dir.save_last(self.out, {**self._state_tensors(), **ranks},
+                          {**meta, "kind": "train_state", "history": self.history})
         run_dir.write_metrics(self.out, self.history)
         if self.cfg.curves and not self._no_plots:
             try:
@@ -395,12 +378,6 @@ class Trainer:
             run_dir.write_summary(self)
         return TrainResult(self.out, self.history[-1]["epoch"] if self.history else 0, self.best_epoch, self.best,
                            self.history, time.time() - t0)
-
-
-def _share(n: int, d: distributed.Dist) -> tuple[int, int]:
-    """Rows of ``n`` that rank ``d.rank`` takes (contiguous, sizes differ by at most one)."""
-    lo = (n // d.world) * d.rank + min(d.rank, n % d.world)
-    return lo, lo + n // d.world + (1 if d.rank < n % d.world else 0)
 
 
 def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
