@@ -1,10 +1,10 @@
-"""What the GPU machine lacks, packed into ``.gpu_carry/`` (ignored by git) for the device call's ``carry``.
+"""What the GPU machine lacks, packed into ``.gpu_carry/`` (ignored by git), which travels with the working tree.
 
 - ``fashion-mnist/``: the four IDX ``.gz`` files (31 MB), copied from Debian's ``dataset-fashion-mnist``
   (``/usr/share/datasets/fashion-mnist``) or a folder given with ``--data``;
 - ``pyautoattack-VERSION-py3-none-any.whl``: AutoAttack's Python modules only. The wheel on PyPI is 42 MB,
   almost all of it an example model (``examples/model_test.pt``): beside the data it would overflow the
-  64 MiB a device call may carry, so it is repacked without ``examples/`` (with a matching RECORD).
+  64 MiB that may travel with the tree, so it is repacked without ``examples/`` (with a matching RECORD).
 
 The working tree that travels is the tracked and untracked-not-ignored files plus the carried folder;
 :func:`sizes` adds them up against the 64 MiB limit.
@@ -109,7 +109,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def tree_bytes(root: Path = ROOT) -> int:
-    """Tracked and untracked-not-ignored files: what a device call sends besides the carried paths."""
+    """Tracked and untracked-not-ignored files: what travels to the GPU machine besides .gpu_carry/."""
     r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
                        capture_output=True, check=True)
     paths = {root / p for p in r.stdout.decode().split("\0") if p}
@@ -130,8 +130,8 @@ def status(carry: Path = CARRY) -> dict:
 
 
 def run_call(command: str, carry: list[str] | None = None, timeout_s: int = 600) -> str:
-    """The device tool's call, as it is typed."""
-    parts = [f"command={command!r}"] + ([f"carry={carry!r}"] if carry else []) + [f"timeout_s={timeout_s}"]
+    """What to run on the GPU machine, what must travel with the working tree, and the time limit, in one line."""
     if len(command) > 2000:
-        raise ValueError(f"a device command is at most 2,000 characters, this one has {len(command)}")
-    return "run(" + ", ".join(parts) + ")"
+        raise ValueError(f"the GPU machine's command line is at most 2,000 characters, this one has {len(command)}")
+    return f"{command}" + (f" (with {', '.join(carry)} beside the working tree)" if carry else "") + \
+        f", within {timeout_s} s"

@@ -197,7 +197,7 @@ def dry_run(out: Path, sections: list[dict], notes: list[str], quick: bool = Fal
     total = sum(s["limit"] for s in sections)
     print(f"  time limits add up to {total} s ({total / 60:.1f} min)")
     command = 'bash benchmarks/gpu_check.sh "$OUT"' + (" --quick" if quick else "")
-    print(f"  device call: run(command={command!r}, timeout_s={min(600, total + 60)})")
+    print(f"  on the GPU machine: {command}, within {min(600, total + 60)} s")
     for p in problems:
         print(f"PROBLEM: {p}")
     return 1 if problems else 0

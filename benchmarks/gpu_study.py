@@ -1,7 +1,7 @@
 """The GPU study: Fashion-MNIST, PreAct ResNet-18, TRADES against TRADES+1st+2nd, one seed per call.
 
     bash benchmarks/gpu_study.sh --pack               # here: data + slim AutoAttack wheel -> .gpu_carry/
-    bash benchmarks/gpu_study.sh OUT --dry-run        # anywhere: next seed, epochs, time estimate, the device call
+    bash benchmarks/gpu_study.sh OUT --dry-run        # anywhere: next seed, epochs, time estimate, the GPU command
     bash benchmarks/gpu_study.sh OUT                  # on one CUDA GPU: the next seed, results under OUT
     bash benchmarks/gpu_study.sh OUT --tiny           # on CPU: the same path at toy size (small_cnn, 512 images)
     bash benchmarks/gpu_study.sh OUT --render         # re-render the page from the records, train nothing
@@ -326,10 +326,10 @@ def dry_run(args) -> int:
     print(f"  carry: tree {size['tree_mib']} MiB + .gpu_carry {size['carry_mib']} MiB = {size['total_mib']} MiB "
           f"(limit {size['limit_mib']:.0f} MiB)")
     call = carry.run_call(DEVICE_COMMAND, [".gpu_carry"], 600)
-    print(f"  device call: {call}")
+    print(f"  on the GPU machine: {call}")
     plan = {"tiny": args.tiny, "seed": seed, "labels": labels, "jobs": args.jobs, "epochs": epochs,
             "epochs_that_fit": fit, "estimate": {k: round(est[k], 1) for k in ("side_by_side_s", "sequential_s")},
-            "arithmetic": lines, "carry": size, "device_call": call, "problems": problems}
+            "arithmetic": lines, "carry": size, "gpu_command": call, "problems": problems}
     (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     for p in problems:
         print(f"PROBLEM: {p}")
@@ -346,7 +346,7 @@ def pack(args) -> int:
     print("\n".join(lines))
     print(f"tree {size['tree_mib']} MiB + .gpu_carry {size['carry_mib']} MiB = {size['total_mib']} MiB "
           f"(limit {size['limit_mib']:.0f} MiB): {'fits' if size['fits'] else 'DOES NOT FIT'}")
-    print(f"device call: {carry.run_call(DEVICE_COMMAND, ['.gpu_carry'], 600)}")
+    print(f"on the GPU machine: {carry.run_call(DEVICE_COMMAND, ['.gpu_carry'], 600)}")
     return 0 if size["fits"] else 1
 
 

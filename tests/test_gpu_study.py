@@ -159,9 +159,9 @@ def test_sizes_add_the_tree_and_the_carry_against_the_limit(tmp_path):
     assert big["carry_mib"] == 65.0 and not big["fits"]
 
 
-def test_the_device_call_is_printed_as_typed():
+def test_the_gpu_command_is_printed_as_typed():
     call = gpu_carry.run_call(gpu_study.DEVICE_COMMAND, [".gpu_carry"], 600)
-    assert call == "run(command='bash benchmarks/gpu_study.sh \"$OUT\"', carry=['.gpu_carry'], timeout_s=600)"
+    assert call == 'bash benchmarks/gpu_study.sh "$OUT" (with .gpu_carry beside the working tree), within 600 s'
     with pytest.raises(ValueError, match="2,000 characters"):
         gpu_carry.run_call("x" * 2001)
 
@@ -198,7 +198,7 @@ def test_dry_run_prints_the_plan_the_epochs_and_an_estimate_inside_8_minutes(tmp
     assert plan["estimate"]["side_by_side_s"] <= 480 and plan["estimate"]["sequential_s"] <= 570
     assert f"epochs: {plan['epochs']} per method" in r.stdout and "one seed, side by side:" in r.stdout
     assert "2 runs validated" in r.stdout
-    assert plan["device_call"] in r.stdout and plan["carry"]["tree_mib"] < 64
+    assert plan["gpu_command"] in r.stdout and plan["carry"]["tree_mib"] < 64
 
 
 @pytest.mark.slow  # two CLI calls of taylorat reproduce
