@@ -30,10 +30,12 @@ def loss_bound(factor: float, history: list[dict[str, Any]], num_classes: int) -
 
 
 def check_loss(t: Trainer, loss: float, epoch: int, step: int) -> None:
+    """Stop the run (:func:`diverged`) when ``loss`` is not finite or exceeds :func:`loss_bound`."""
     if not math.isfinite(loss):
         diverged(t, epoch, step, "is not finite")
-    if loss > t.loss_bound():
-        diverged(t, epoch, step, f"exploded ({loss:.3g} > {t.loss_bound():.3g}, optim.diverge_factor "
+    bound = loss_bound(t.cfg.optim.diverge_factor, t.history, t.dataset.num_classes)
+    if loss > bound:
+        diverged(t, epoch, step, f"exploded ({loss:.3g} > {bound:.3g}, optim.diverge_factor "
                                  f"{t.cfg.optim.diverge_factor:g} x the early loss)")
 
 

@@ -222,7 +222,7 @@ class Trainer:
             if at_log:  # one host sync (and one all-reduce) every log_every steps
                 n_seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
                 total = distributed.all_sum(sums[:1].clone(), d).item() / n_seen
-                self._check_loss(total, epoch, i + 1)
+                divergence.check_loss(self, total, epoch, i + 1)
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}")
                 self.emit({"event": "step", "epoch": epoch, "step": i + 1, "steps": len(self.loader), "loss": total,
                            "lr": lr, "global_step": (epoch - 1) * len(self.loader) + i + 1}, console=False)
@@ -237,8 +237,8 @@ class Trainer:
         seen = distributed.all_sum(torch.tensor([float(seen)], device=self.device), d).item()
         vals = (sums / max(seen, 1)).tolist()
         if not all(math.isfinite(v) for v in vals):
-            self._diverged(epoch, len(self.loader), "is not finite")
-        self._check_loss(vals[0], epoch, len(self.loader))
+            divergence.diverged(self, epoch, len(self.loader), "is not finite")
+        divergence.check_loss(self, vals[0], epoch, len(self.loader))
         out = {"lr": lr, **{f"train_{k}": v for k, v in zip(METRICS, vals)}}  # lr: the epoch's last step's
         out["train_acc_clean"] = 100 * vals[len(METRICS)] if self.method.needs_clean_pass() else None
         out["train_acc_adv"] = 100 * vals[len(METRICS) + 1]
@@ -265,16 +265,6 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-    def loss_bound(self) -> float:
-        """``optim.diverge_factor`` x max(ln K, median of the first three epochs' mean loss); inf when off."""
-        return divergence.loss_bound(self.cfg.optim.diverge_factor, self.history, self.dataset.num_classes)
-
-    def _check_loss(self, loss: float, epoch: int, step: int) -> None:
-        divergence.check_loss(self, loss, epoch, step)
-
-    def _diverged(self, epoch: int, step: int, what: str) -> None:
-        divergence.diverged(self, epoch, step, what)
 
     def _save_partial(self, epoch: int, step: int, gen: torch.Generator, sums: torch.Tensor, seen: float,
                       seconds: float) -> None:
