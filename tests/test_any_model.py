@@ -71,6 +71,7 @@ def test_trainer_takes_a_timm_model(tmp_path):
         from_dict({"model": {"name": "timm:resnet1800"}})
 
 
+@pytest.mark.xdist_group("torchrun")  # a process group on a fixed port: beside the torchrun tests, not in parallel
 def test_a_ddp_wrapped_model_is_refused_with_the_right_way_shown(tmp_path):
     import os
 

@@ -98,3 +98,24 @@ def test_compile_takes_the_taylor_loss_into_the_compiled_code(tmp_path):
         trades, taylor = (json.loads(line)["profile"]["aten_calls_per_step"] for line in out.read_text().splitlines())
         extra[mode] = taylor - trades
     assert extra["none"] > 300 and extra["default"] < extra["none"] / 5, extra
+
+
+def test_epoch_mode_times_an_extra_pool_on_the_device_and_streamed(tmp_path, capsys):
+    """``--extra-pool N``: each case's epoch trained with an N-image pool, both ways, and their ratio."""
+    from taylorat.bench.bench import main
+    from taylorat.bench.epoch import POOL_ROUNDS
+    from taylorat.common import InputError
+
+    out = tmp_path / "bench.jsonl"
+    assert main(["--device", "cpu", "--models", "small_cnn", "--methods", "trades", "--rounds", "1", "--iters", "1",
+                 "--warmup", "0", "--steps", "1", "--batch", "8", "--epoch", "--epoch-steps", "2",
+                 "--check-images", "16", "--extra-pool", "300", "--extra-fraction", "0.25", "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["extra_pool_images"] == 300 and row["extra_fraction"] == 0.25 and row["extra_epoch_steps"] == 2
+    assert row["pool_on_device_train_s"] > 0 and row["pool_streamed_train_s"] > 0 and row["pool_streamed_ratio"] > 0
+    printed = capsys.readouterr().out
+    assert f"streamed / on device = {row['pool_streamed_ratio']:.3f}, median of {POOL_ROUNDS} rounds" in printed
+    for bad in (["--extra-pool", "300"], ["--epoch", "--extra-pool", "0"], ["--epoch", "--extra-pool", "9",
+                                                                             "--extra-fraction", "1"]):
+        with pytest.raises(InputError, match="--extra-"):
+            main(["--device", "cpu", *bad])

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow  # torchrun subprocesses
+# torchrun subprocesses; under `-n N --dist loadgroup` one at a time, in one worker (no two jobs share a port)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "helpers" / "ddp_worker.py"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # torchrun / Lightning subprocesses
+# torchrun / Lightning subprocesses; under `-n N --dist loadgroup` one at a time, in one worker (no shared port)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -15,7 +15,8 @@ def test_quick_start_has_the_two_commands():
     demo, tests = readme.command("demo-command"), readme.command("test-command")
     assert "\n" not in demo and "\n" not in tests
     assert demo.startswith("python3 -m venv .venv") and demo.endswith("taylorat demo --out runs/demo")
-    assert tests.startswith("python3 -m venv .venv") and tests.endswith("python -m pytest -q")
+    assert tests.startswith("python3 -m venv .venv")
+    assert tests.endswith("python -m pytest -q -n auto --maxprocesses 8 --dist loadgroup")  # one worker per core
     assert "-e '.[test]'" in tests
 
 

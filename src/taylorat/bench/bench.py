@@ -11,6 +11,7 @@ memory, ratios to TRADES and, with ``--defaults``, to what ``taylorat train`` ru
     taylorat bench --device cpu --quick                  # CI: small CNN, 2 cores
     taylorat bench --device cpu --models wrn_16_2 --batch 32 --defaults   # what train runs vs forced layouts
     taylorat bench --device cpu --quick --epoch          # + a whole epoch with data and the PGD-20 check
+    taylorat bench --device cpu --quick --epoch --extra-pool 50000   # + that epoch with an extra pool, streamed
     taylorat bench --device cuda --models preact_resnet18,wrn_34_10 --precision bf16 --channels-last
     taylorat bench --device cpu --quick --profile 2      # + where each case's step spends its time
 
@@ -24,8 +25,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -33,15 +32,14 @@ import torch
 from .. import data as datasets
 from .. import models
 from ..analysis import cost_table
-from ..common import resolve_device
+from ..common import InputError, resolve_device
 from ..train import from_dict
 from ..train.speed import resolve_channels_last
 from ..train.step import compile_for_training, train_step
-from ..train.trainer import Trainer, build_method, build_minimizer
+from ..train.trainer import build_method, build_minimizer
+from .epoch import POOL_ROUNDS, SHAPES, epoch_time, pool_epoch_times
 from .step_profile import profile_steps, profile_table
-from .timing import allocated, peak_mib, sync, timed
-
-SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
+from .timing import allocated, peak_mib, timed
 
 
 def make_case(model_name: str, method: str, precision: str, device: torch.device, batch: int, channels_last: bool,
@@ -75,37 +73,6 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
                    minimizer=mz)
 
     return step
-
-
-def epoch_time(model_name: str, method: str, precision: str, args, batch: int, steps: int, n_check: int,
-               step_ms: float, channels_last: bool = False) -> dict:
-    """One epoch as the trainer runs it: device-resident data with crop/flip, the steps, the PGD-20 check."""
-
-    channels, size = SHAPES.get(model_name, SHAPES["default"])
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = from_dict({
-            "out_dir": tmp + "/run", "device": args.device, "precision": precision, "progress": False,
-            "checkpoints": "none", "channels_last": channels_last, "compile": args.compile, "log_every": 50,
-            "curves": False,
-            "data": {"dataset": "synthetic", "holdout": n_check,
-                     "options": {"n_train": steps * batch + n_check, "n_test": 10, "channels": channels,
-                                 "image_size": size}},
-            "model": {"name": model_name}, "method": {"name": method}, "attack": {"steps": args.steps},
-            "optim": {"epochs": 1, "batch_size": batch}, "eval": {"n": n_check},
-        })
-        trainer = Trainer(cfg, log=lambda s: None)
-        trainer.prepare_run_dir(False)
-        device = trainer.device
-        sync(device)
-        t = time.perf_counter()
-        trainer.train_epoch(1)
-        sync(device)
-        t_train = time.perf_counter() - t
-        trainer.evaluate()
-        sync(device)
-        t_all = time.perf_counter() - t
-    return {"epoch_steps": steps, "epoch_check_images": n_check, "epoch_train_s": round(t_train, 3),
-            "epoch_s": round(t_all, 3), "epoch_vs_steps": round(t_all / (steps * step_ms / 1000), 3)}
 
 
 def _profile_steps(text: str) -> int:
@@ -147,6 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also time one whole epoch (data pipeline, training, per-epoch PGD-20 check) per case")
     p.add_argument("--epoch-steps", type=int, help="steps in that epoch (default 391; 20 with --quick)")
     p.add_argument("--check-images", type=int, help="images in the per-epoch PGD-20 check (default 1000; 64 quick)")
+    p.add_argument("--extra-pool", type=int, metavar="N",
+                   help="with --epoch: also train each case's epoch with an N-image synthetic extra pool, on the "
+                        "device and streamed from its memory map, and print the ratio (data.extra)")
+    p.add_argument("--extra-fraction", type=float, default=0.5, help="share of every batch from that pool (0.5)")
     p.add_argument("--profile", type=_profile_steps, default=0, metavar="N",
                    help="after timing, profile N steps of each case (torch.profiler): ATen calls and kernel "
                         "launches per step and the operators with the most self time")
@@ -174,6 +145,11 @@ def plan(args: argparse.Namespace) -> Plan:
     """The cases and sizes ``args`` ask for."""
     device = resolve_device(args.device)
     quick = args.quick
+    if args.extra_pool is not None and (not args.epoch or args.extra_pool < 1):
+        raise InputError(f"--extra-pool {args.extra_pool}: give a pool size of at least 1 and --epoch "
+                         "(pools are timed in whole epochs)")
+    if not 0 < args.extra_fraction < 1:
+        raise InputError(f"--extra-fraction {args.extra_fraction}: give a share of each batch in (0, 1), e.g. 0.5")
     methods = args.methods.split(",")
     if "trades" not in methods:
         methods = ["trades", *methods]
@@ -277,6 +253,9 @@ def case_row(args: argparse.Namespace, pl: Plan, cs: Cases, key: tuple[str, str]
         row.update(epoch_time(cs.model, m, cs.precision, args, pl.batch,
                               args.epoch_steps or (20 if args.quick else 391),
                               args.check_images or (64 if args.quick else 1000), ms, cl))
+        if args.extra_pool:
+            row.update(pool_epoch_times(cs.model, m, cs.precision, args, pl.batch,
+                                        args.epoch_steps or (20 if args.quick else 391), cl))
     return row
 
 
@@ -319,6 +298,12 @@ def report(args: argparse.Namespace, pl: Plan, rows: list[dict]) -> int:
             print(f"timed epoch {r['model']} {r['method']} {r['precision']} {r['variant']}: {r['epoch_steps']} steps "
                   f"+ PGD-20 check on {r['epoch_check_images']} images = {r['epoch_s']:.2f} s "
                   f"({r['epoch_vs_steps']:.2f} x steps x step time)")
+    for r in rows:
+        if "pool_streamed_ratio" in r:
+            print(f"extra pool {r['model']} {r['method']} {r['precision']} {r['variant']}: {r['extra_epoch_steps']} "
+                  f"steps, {r['extra_fraction']:g} of each batch from {r['extra_pool_images']} images: on the device "
+                  f"{r['pool_on_device_train_s']:.2f} s, streamed {r['pool_streamed_train_s']:.2f} s "
+                  f"(streamed / on device = {r['pool_streamed_ratio']:.3f}, median of {POOL_ROUNDS} rounds)")
     for r in rows:
         if "minimizer" in r:  # its extra forward and backward of the outer loss (the attack is not rerun)
             print(f"minimizer overhead {r['model']} {r['precision']} {r['variant']} {r['method']} / "
