@@ -293,3 +293,52 @@ def test_one_seed_shows_its_value_without_a_spread():
     out = "\n".join(findings(summary, ["a", "b"], [("pgd20", "PGD-20")], runs))
     assert "`a`: PGD-20 reads 4.00 ± 1.41 points above AutoAttack" in out
     assert "`b`: PGD-20 reads 4.00 points above AutoAttack" in out and "± 0.00" not in out
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_study_stops_its_workers_with_checkpoints(tmp_path):
+    """`kill PID` of `reproduce --jobs 2`: both workers checkpoint and let go of their runs, the parent exits 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    over = [x for x in TINY if x != "base.optim.epochs=1"] + ["base.optim.epochs=200", "evaluate.attacks=[clean]",
+                                                              "evaluate.last=[]"]
+    cmd = [sys.executable, "-m", "taylorat", "reproduce", str(STUDY), *over, "--runs-dir", str(runs),
+           "--out", str(tmp_path / "out"), "--jobs", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = [runs / "logs" / f"{label}_seed0.log" for label in ("trades", "trades_1st_2nd")]
+    try:
+        deadline = time.time() + 240
+        while not all(p.is_file() and "epoch 2/200" in p.read_text() for p in logs):
+            assert proc.poll() is None and time.time() < deadline, "the runs did not reach epoch 2"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:  # a hang fails the test without leaving the study running
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, out[-2000:] + err[-2000:]
+    assert "SIGTERM: stopping 2 running run(s)" in out and "run the same command again to continue" in err
+    for p in logs:  # each worker stopped at a step boundary with a checkpoint, and released its folder's lock
+        assert "stopped by SIGTERM" in p.read_text()
+    for run in ("trades", "trades_1st_2nd"):
+        folder = runs / run / "seed0"
+        assert (folder / "last.safetensors").is_file() and not (folder / ".taylorat.lock").exists()
+    assert not (runs / ".taylorat.lock").exists()
+
+
+def test_stops_reach_a_parent_process_intact():
+    """A stop raised in a study's worker is pickled to its parent: it must come back whole (exit code, text)."""
+    import pickle
+    import signal
+
+    from taylorat.studies.parallel_stop import StudyStopped
+    from taylorat.train.signals import Stopped
+
+    for e in (Stopped(signal.SIGTERM, 3, 1, "/runs/a/last.safetensors"), StudyStopped(signal.SIGTERM)):
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and back.exit_code == 143

@@ -28,8 +28,9 @@ def _epoch_config(out: str, model_name: str, method: str, precision: str, args: 
                   steps: int, n_check: int, channels_last: bool, extra: dict | None) -> dict:
     channels, size = SHAPES.get(model_name, SHAPES["default"])
     base, _, minimizer = method.partition(" + ")  # "trades+1st+2nd + sam": a method with a minimizer
+    original = batch - (round(extra["fraction"] * batch) if extra else 0)  # per step; the rest from the pool
     data = {"dataset": "synthetic", "holdout": n_check,
-            "options": {"n_train": steps * batch + n_check, "n_test": 10, "channels": channels, "image_size": size}}
+            "options": {"n_train": steps * original + n_check, "n_test": 10, "channels": channels, "image_size": size}}
     if extra:
         data["extra"] = extra
     return {"out_dir": out, "device": args.device, "precision": precision, "progress": False,

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -37,6 +38,7 @@ from ..train.logs import format_event
 from .figures import has_curves, plot_curves
 from .flatness_of_last import flatness_of_last, flatness_settings
 from .flatness_page import plot_flatness_gap
+from .parallel_stop import StudyStopped, forward_to_workers, sigterm_raises
 from .render import render_readme
 from .study import EvalSpec, RunSpec, Study, metrics, slug
 
@@ -302,7 +304,7 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
     log(f"{len(runs)} runs, {jobs} at a time, {threads} CPU thread{'s' if threads > 1 else ''} each; "
         f"per-run logs in {logs}/")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, sigterm_raises():
         try:
             while pending or running:
                 for run in [r for r in pending if r.surrogate is None or (r.surrogate, r.seed) in finished]:
@@ -323,7 +325,11 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
                 for fut in done:
                     run, t, path = running.pop(fut)
                     _report(fut, run, t, path, finished, failed, log, len(finished) + len(failed) + 1, len(runs))
-        except KeyboardInterrupt:
+        except StudyStopped as e:  # a `kill PID`: the workers checkpoint their runs before the parent goes
+            log(f"{signal.Signals(e.signum).name}: stopping {forward_to_workers(e.signum)} running run(s)")
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except KeyboardInterrupt:  # Ctrl-C reached the workers too
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return write_results(study, collect(study, runs_dir), out, runs_dir, command), failed

@@ -54,3 +54,6 @@ class Stopped(TayloratError):
         name = signal.Signals(signum).name
         where = f"in epoch {epoch} after step {step}" if step else f"after epoch {epoch}"
         super().__init__(f"stopped by {name} {where}; checkpoint {path}; continue with --resume")
+
+    def __reduce__(self):  # pickled by value: a stop in a study's worker process reaches its parent intact
+        return type(self), (self.signum, self.epoch, self.step, self.path)
