@@ -109,13 +109,16 @@ def test_epoch_mode_times_an_extra_pool_on_the_device_and_streamed(tmp_path, cap
     out = tmp_path / "bench.jsonl"
     assert main(["--device", "cpu", "--models", "small_cnn", "--methods", "trades", "--rounds", "1", "--iters", "1",
                  "--warmup", "0", "--steps", "1", "--batch", "8", "--epoch", "--epoch-steps", "2",
-                 "--check-images", "16", "--extra-pool", "300", "--extra-fraction", "0.25", "--out", str(out)]) == 0
+                 "--check-images", "16", "--extra-pool", "300", "--extra-fraction", "0.25", "--extra-rounds", "2",
+                 "--out", str(out)]) == 0
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["extra_pool_images"] == 300 and row["extra_fraction"] == 0.25 and row["extra_epoch_steps"] == 2
     assert row["pool_on_device_train_s"] > 0 and row["pool_streamed_train_s"] > 0 and row["pool_streamed_ratio"] > 0
     printed = capsys.readouterr().out
-    assert f"streamed / on device = {row['pool_streamed_ratio']:.3f}, median of {POOL_ROUNDS} rounds" in printed
-    for bad in (["--extra-pool", "300"], ["--epoch", "--extra-pool", "0"], ["--epoch", "--extra-pool", "9",
-                                                                             "--extra-fraction", "1"]):
+    assert row["pool_rounds"] == 2 and POOL_ROUNDS == 3  # the default
+    assert f"streamed / on device = {row['pool_streamed_ratio']:.3f}, median of 2 rounds" in printed
+    for bad in (["--extra-pool", "300"], ["--epoch", "--extra-pool", "0"],
+                ["--epoch", "--extra-pool", "9", "--extra-fraction", "1"],
+                ["--epoch", "--extra-pool", "9", "--extra-rounds", "0"]):
         with pytest.raises(InputError, match="--extra-"):
             main(["--device", "cpu", *bad])

@@ -177,3 +177,31 @@ def test_gpu_page_quotes_the_gpu_check_results():
     off = {(r["model"], r["precision"], r["compile"]): r["ms_per_iter"] for r in cudnn
            if not r["cudnn_benchmark"] and r["method"] == "trades+1st+2nd"}
     assert all(f"{off[k]:.1f} → {on[k]:.1f} ms" in page for k in on)
+
+
+def test_front_page_states_the_extra_data_sanity_check():
+    """All 6 runs of the extra-data sanity check are in its results.json, and "Today's recipe" quotes them:
+    the table (mean ± std over seeds) and each difference with the pages' seed-spread judgement."""
+    from taylorat.studies import study as studies
+
+    folder = ROOT / "docs" / "studies" / "recipe_extra_cpu"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    st = studies.load(ROOT / "configs" / "studies" / "recipe_extra_cpu.yaml")
+    planned = {(r.label, r.seed) for r in st.runs("runs")}
+    assert len(planned) == 6 and {(r["method"], r["seed"]) for r in runs} == planned
+    for r in runs:  # the issue's setting: clean and PGD-20 on 1,000 test images
+        assert r["n"] == 1000 and r["clean"] >= r["pgd20"] and r["train_seconds"] > 0
+    labels = ["250 images", "250 images + pool"]
+    s = summarise(runs, labels)
+    section = (ROOT / "README.md").read_text().split("## Today's recipe")[1].split("\n## ")[0]
+    flat = " ".join(section.split())
+    for label in labels:
+        row = f"| {label} | " + " | ".join(f"{s[label][k]['mean']:.2f} ± {s[label][k]['std']:.2f}"
+                                           for k in ("clean", "pgd20")) + " |"
+        assert row in section, row
+    for key, name in (("clean", "clean"), ("pgd20", "PGD-20")):
+        a, b = ((s[label][key]["mean"], s[label][key]["std"]) for label in labels)
+        where = "inside" if within_spread(a, b) else "outside"
+        phrase = f"{name} {b[0] - a[0]:+.2f} points ({where} the seed spread ±{seed_spread(a, b):.2f})"
+        assert phrase in flat, phrase
+    assert "docs/studies/recipe_extra_cpu/README.md" in section

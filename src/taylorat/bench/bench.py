@@ -118,6 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --epoch: also train each case's epoch with an N-image synthetic extra pool, on the "
                         "device and streamed from its memory map, and print the ratio (data.extra)")
     p.add_argument("--extra-fraction", type=float, default=0.5, help="share of every batch from that pool (0.5)")
+    p.add_argument("--extra-rounds", type=int, default=POOL_ROUNDS,
+                   help=f"rounds of alternating on-device and streamed epochs (default {POOL_ROUNDS})")
     p.add_argument("--profile", type=_profile_steps, default=0, metavar="N",
                    help="after timing, profile N steps of each case (torch.profiler): ATen calls and kernel "
                         "launches per step and the operators with the most self time")
@@ -148,6 +150,8 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.extra_pool is not None and (not args.epoch or args.extra_pool < 1):
         raise InputError(f"--extra-pool {args.extra_pool}: give a pool size of at least 1 and --epoch "
                          "(pools are timed in whole epochs)")
+    if args.extra_rounds < 1:
+        raise InputError(f"--extra-rounds {args.extra_rounds}: give at least 1 round")
     if not 0 < args.extra_fraction < 1:
         raise InputError(f"--extra-fraction {args.extra_fraction}: give a share of each batch in (0, 1), e.g. 0.5")
     methods = args.methods.split(",")
@@ -303,7 +307,7 @@ def report(args: argparse.Namespace, pl: Plan, rows: list[dict]) -> int:
             print(f"extra pool {r['model']} {r['method']} {r['precision']} {r['variant']}: {r['extra_epoch_steps']} "
                   f"steps, {r['extra_fraction']:g} of each batch from {r['extra_pool_images']} images: on the device "
                   f"{r['pool_on_device_train_s']:.2f} s, streamed {r['pool_streamed_train_s']:.2f} s "
-                  f"(streamed / on device = {r['pool_streamed_ratio']:.3f}, median of {POOL_ROUNDS} rounds)")
+                  f"(streamed / on device = {r['pool_streamed_ratio']:.3f}, median of {r['pool_rounds']} rounds)")
     for r in rows:
         if "minimizer" in r:  # its extra forward and backward of the outer loss (the attack is not rerun)
             print(f"minimizer overhead {r['model']} {r['precision']} {r['variant']} {r['method']} / "

@@ -3,7 +3,8 @@
 ``--epoch`` times data pipeline + steps + the per-epoch PGD-20 check. ``--extra-pool N`` also
 trains that epoch with an N-image synthetic pool at ``--extra-fraction`` of every batch, once with
 the pool on the device and once streamed from its memory map (``data.extra.on_device`` true /
-false), alternating over rounds: the ratio streamed ÷ on-device is the cost of streaming.
+false), alternating over ``--extra-rounds`` rounds: the median over rounds of streamed ÷ on-device is the
+cost of streaming.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..train.trainer import Trainer
 from .timing import sync
 
 SHAPES = {"small_cnn": (1, 28), "default": (3, 32)}
-POOL_ROUNDS = 3  # alternating on-device / streamed epochs per case; the ratio is the median over rounds
+POOL_ROUNDS = 3  # default rounds of alternating on-device / streamed epochs per case (--extra-rounds)
 
 
 def _epoch_config(out: str, model_name: str, method: str, precision: str, args: argparse.Namespace, batch: int,
@@ -82,7 +83,7 @@ def pool_epoch_times(model_name: str, method: str, precision: str, args: argpars
     with tempfile.TemporaryDirectory() as tmp:
         pool = Path(tmp) / "pool.npz"
         write_pool(pool, args.extra_pool, channels, size)
-        for r in range(POOL_ROUNDS):
+        for r in range(args.extra_rounds):
             for on_device in ("true", "false"):
                 extra = {"path": str(pool), "fraction": args.extra_fraction, "on_device": on_device}
                 cfg = _epoch_config(f"{tmp}/run{r}{on_device}", model_name, method, precision, args, batch, steps,
@@ -91,4 +92,5 @@ def pool_epoch_times(model_name: str, method: str, precision: str, args: argpars
     ratio = statistics.median(s / d for s, d in zip(times["false"], times["true"]))
     return {"extra_pool_images": args.extra_pool, "extra_fraction": args.extra_fraction,
             "extra_epoch_steps": steps, "pool_on_device_train_s": round(min(times["true"]), 3),
-            "pool_streamed_train_s": round(min(times["false"]), 3), "pool_streamed_ratio": round(ratio, 4)}
+            "pool_streamed_train_s": round(min(times["false"]), 3), "pool_streamed_ratio": round(ratio, 4),
+            "pool_rounds": args.extra_rounds}
