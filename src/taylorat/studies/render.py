@@ -13,6 +13,7 @@ from ..evaluate import labels
 from ..evaluate.builtin import attack_metrics
 from .figures import has_curves, train_test_gap
 from .flatness_page import flatness_section
+from .render_setup import attacks_text, training_text
 from .spread import MeanStd, seed_spread, seed_stats, within_spread
 from .study import pretty_label
 
@@ -86,14 +87,13 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
     lines += ["Reproduce (resumes what is missing, then re-renders this page from `results.json`):", "",
               "```bash", results.get("command", f"taylorat reproduce {study.source}"), "```", ""]
     d, o, a, e = base["data"], base["optim"], base["attack"], base["eval"]
+    every = f", every {e['every']} epochs" if e.get("every", 1) > 1 else ""
     lines += ["## Setup", "",
               f"- data: `{d['dataset']}`, {_split_text(d)}; model `{base['model']['name']}`",
-              f"- training: {o['epochs']} epochs, batch {o['batch_size']}, SGD lr {o['lr']} (÷10 at "
-              f"{', '.join(str(m) for m in o['milestones'])} of the epochs), momentum {o['momentum']}, "
-              f"wd {o['weight_decay']}; attack {a['norm']} ε={a['eps']:.4g}, step {a['step']:.4g}, K={a['steps']}",
+              training_text(o, a, base["method"]),
               f"- `best` checkpoint: highest PGD-{e['steps']} accuracy on the {e['select_on']} split "
-              f"({e['n']} images)",
-              f"- evaluation on the first {ev.n} test images: clean, PGD-20 and CW-20 (ε={_eps_text(runs)}, "
+              f"({e['n']} images{every})",
+              f"- evaluation on the first {ev.n} test images: {attacks_text(ev.attacks)} (ε={_eps_text(runs)}, "
               f"step {_step_text(runs)}, uniform random start)"
               + (f", AutoAttack standard (pyautoattack, seed {ev.seed}, ε={_eps_text(runs, 'aa')}) on the first "
                  f"{n_aa} of them" if n_aa else ""),

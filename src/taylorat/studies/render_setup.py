@@ -1,0 +1,34 @@
+"""The study page's setup lines that depend on the run's recipe: the learning-rate schedule, weight
+averaging, label smoothing, and the attacks the evaluation ran."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..evaluate import labels
+
+
+def training_text(o: dict[str, Any], a: dict[str, Any], method: dict[str, Any]) -> str:
+    """``- training: ...``: epochs, batch, SGD with its schedule (step or cosine with warm-up), then what
+    is set beyond plain SGD (weight averaging, label smoothing), then the training attack."""
+    if o.get("schedule", "step") == "cosine":
+        warmup = o.get("warmup_epochs") or 0
+        schedule = "cosine to 0 over the steps" + (f" after {warmup:g} linear warm-up epochs" if warmup else "")
+    else:
+        schedule = f"÷10 at {', '.join(str(m) for m in o['milestones'])} of the epochs"
+    extras = ""
+    if o.get("average", "none") == "ema":
+        extras += f", EMA of the weights (decay {o['ema_decay']:g}{', warmed up' if o.get('ema_warmup') else ''})"
+    elif o.get("average", "none") == "swa":
+        extras += f", SWA of the weights from {o['swa_start']:g} of the epochs"
+    if method.get("label_smoothing"):
+        extras += f", label smoothing {method['label_smoothing']:g} (cross-entropy terms)"
+    return (f"- training: {o['epochs']} epochs, batch {o['batch_size']}, SGD lr {o['lr']} ({schedule}), "
+            f"momentum {o['momentum']}, wd {o['weight_decay']}{extras}; attack {a['norm']} ε={a['eps']:.4g}, "
+            f"step {a['step']:.4g}, K={a['steps']}")
+
+
+def attacks_text(attacks: list[str]) -> str:
+    """The evaluated attacks other than AutoAttack, as a list in words: ``clean, PGD-20 and CW-20``."""
+    names = [labels().get(k, k) for k in attacks if k != "aa"]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
