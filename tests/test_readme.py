@@ -16,9 +16,7 @@ def test_quick_start_has_the_two_commands():
     assert "\n" not in demo and "\n" not in tests
     assert demo.startswith("python3 -m venv .venv") and demo.endswith("taylorat demo --out runs/demo")
     assert tests.startswith("python3 -m venv .venv")
-    # one worker per core, then the timing-sensitive tests alone
-    assert tests.endswith('python -m pytest -q -n auto --maxprocesses 8 --dist loadgroup -m "not serial" '
-                          '&& python -m pytest -q -m serial')
+    assert tests.endswith("python -m pytest -q -n auto --maxprocesses 8 --dist loadgroup")  # a worker per core
     assert "-e '.[test]'" in tests
 
 
