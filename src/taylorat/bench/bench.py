@@ -254,12 +254,11 @@ def case_row(args: argparse.Namespace, pl: Plan, cs: Cases, key: tuple[str, str]
         except RuntimeError as e:
             row["profile"] = {"error": f"{type(e).__name__}: {e}"}
     if args.epoch:
-        row.update(epoch_time(cs.model, m, cs.precision, args, pl.batch,
-                              args.epoch_steps or (20 if args.quick else 391),
+        steps = args.epoch_steps or (20 if args.quick else 391)
+        row.update(epoch_time(cs.model, m, cs.precision, args, pl.batch, steps,
                               args.check_images or (64 if args.quick else 1000), ms, cl))
         if args.extra_pool:
-            row.update(pool_epoch_times(cs.model, m, cs.precision, args, pl.batch,
-                                        args.epoch_steps or (20 if args.quick else 391), cl))
+            row.update(pool_epoch_times(cs.model, m, cs.precision, args, pl.batch, steps, cl))
     return row
 
 

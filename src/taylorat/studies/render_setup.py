@@ -30,5 +30,5 @@ def training_text(o: dict[str, Any], a: dict[str, Any], method: dict[str, Any]) 
 
 def attacks_text(attacks: list[str]) -> str:
     """The evaluated attacks other than AutoAttack, as a list in words: ``clean, PGD-20 and CW-20``."""
-    names = [labels().get(k, k) for k in attacks if k != "aa"]
+    names = [labels().get(k, k) for k in attacks if k != "aa"] or ["no attack besides AutoAttack"]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
