@@ -3,7 +3,7 @@
     bash benchmarks/gpu_study.sh --pack               # here: data + slim AutoAttack wheel -> .gpu_carry/
     bash benchmarks/gpu_study.sh OUT --dry-run        # anywhere: next seed, epochs, time estimate, the GPU command
     bash benchmarks/gpu_study.sh OUT                  # on one CUDA GPU: the next seed, results under OUT
-    bash benchmarks/gpu_study.sh OUT --tiny           # on CPU: the same path at toy size (small_cnn, 512 images)
+    bash benchmarks/gpu_study.sh OUT --tiny           # on CPU: the same path at toy size (small_cnn, 256 images)
     bash benchmarks/gpu_study.sh OUT --render         # re-render the page from the records, train nothing
 
 The study is ``configs/studies/fashion_mnist_gpu.yaml``; its records live in the committed
@@ -52,7 +52,7 @@ DEVICE_COMMAND = 'bash benchmarks/gpu_study.sh "$OUT"'
 DEADLINE_S = 560  # a GPU call stops training here, so that the page and the logs still reach OUT
 TINY = ["base.device=cpu", "base.precision=fp32", "base.compile=none", "base.channels_last=false",
         "base.model.name=small_cnn", "base.optim.epochs=2", "base.optim.lr=0.05", "base.optim.milestones=[0.5]",
-        "base.data.train_subset=512", "base.data.holdout=64", "base.eval.n=64", "base.log_every=2", "evaluate.n=128",
+        "base.data.train_subset=256", "base.data.holdout=64", "base.eval.n=64", "base.log_every=2", "evaluate.n=64",
         "evaluate.n_aa=16", "evaluate.batch_size=128"]
 
 
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate; train nothing")
     mode.add_argument("--pack", action="store_true", help="fill .gpu_carry/ with the data and the AutoAttack wheel")
     mode.add_argument("--render", action="store_true", help="re-render the page from the records; train nothing")
-    p.add_argument("--tiny", action="store_true", help="toy size on CPU: small_cnn, 512 images, 2 epochs")
+    p.add_argument("--tiny", action="store_true", help="toy size on CPU: small_cnn, 256 images, 2 epochs")
     p.add_argument("--jobs", type=int, default=2,
                    help="runs at a time: 2 side by side (default), 1 one after the other")
     p.add_argument("--seed", type=int, help="train this seed's missing runs (default: the first seed missing one)")

@@ -23,7 +23,7 @@ def seed_section(values: dict[str, Any], records: list[dict[str, Any]], tiny: bo
     lines = ["", "## One seed per GPU call", ""]
     if not any(ran_on_gpu(r) for r in records):
         lines += ["**Not yet run on a GPU.**" + (" The runs on this page are the same path at toy size on CPU "
-                                                  "(`benchmarks/gpu_study.sh OUT --tiny`: small_cnn, 512 training "
+                                                  "(`benchmarks/gpu_study.sh OUT --tiny`: small_cnn, 256 training "
                                                   "images, 2 epochs), not results." if tiny and records else ""), ""]
     lines += [f"`bash benchmarks/gpu_study.sh OUT` on a machine with one CUDA GPU trains and evaluates the next seed "
               "that `results.json` lacks, both methods side by side, and writes `results.json`, this page and the "

@@ -229,11 +229,11 @@ def test_tiny_runs_the_whole_path_on_cpu_and_the_next_call_adds_a_seed(tmp_path)
     res = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["seed"]) for r in res["runs"]] == [(m, 0) for m in LABELS]
     for run in res["runs"]:
-        assert run["n"] == 128 and run["n_aa"] == 16 and run["environment"]["device"] == "cpu"
+        assert run["n"] == 64 and run["n_aa"] == 16 and run["environment"]["device"] == "cpu"
         assert run["clean"] >= run["pgd20"] and run["clean_on_aa_images"] >= run["aa"]
     resolved = res["config"]["resolved"]
     assert resolved["model"]["name"] == "small_cnn" and resolved["optim"]["epochs"] == 2
-    assert resolved["data"]["train_subset"] == 512 and resolved["device"] == "cpu"
+    assert resolved["data"]["train_subset"] == 256 and resolved["device"] == "cpu"
     page = (out / "README.md").read_text()
     assert "| trades | 0 |" in page and "**Not yet run on a GPU.** The runs on this page" in page
     timing = json.loads((out / "timing.json").read_text())
