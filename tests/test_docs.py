@@ -205,3 +205,31 @@ def test_front_page_states_the_extra_data_sanity_check():
         phrase = f"{name} {b[0] - a[0]:+.2f} points ({where} the seed spread ±{seed_spread(a, b):.2f})"
         assert phrase in flat, phrase
     assert "docs/studies/recipe_extra_cpu/README.md" in section
+
+
+def test_front_page_states_how_far_the_flatness_study_is():
+    """The README's flatness section counts the runs in the study's results.json; while some are missing it
+    claims nothing, and once all 18 are in it names the flattest method and Pearson r as the page computes them."""
+    from taylorat.studies import study as studies
+    from taylorat.studies.figures import train_test_gap
+    from taylorat.studies.flatness_page import flat_runs, pearson, score
+
+    folder = ROOT / "docs" / "studies" / "flatness_cpu"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    st = studies.load(ROOT / "configs" / "studies" / "flatness_cpu.yaml")
+    planned = {(r.label, r.seed) for r in st.runs("runs")}
+    done = {(r["method"], r["seed"]) for r in runs}
+    assert len(planned) == 18 and done <= planned and len(flat_runs(runs)) == len(runs)  # flatness in every record
+    section = (ROOT / "README.md").read_text().split("## Flatness methods side by side")[1].split("\n## ")[0]
+    flat = " ".join(section.split())
+    assert "docs/studies/flatness_cpu/README.md" in section
+    if done != planned:
+        assert f"**Not yet run to the end**: {len(done)} of the 18 runs are in" in flat
+        assert "no result is claimed here until all 18 are" in flat
+        return
+    assert "Not yet run to the end" not in flat
+    means = {m: sum(score(r) for r in runs if r["method"] == m) / 3 for m in st.labels()}
+    flattest = min(means, key=means.get)
+    assert f"`{flattest}` flattens most ({means[flattest]:.3f})" in flat
+    r = pearson([score(x) for x in runs], [train_test_gap(x) for x in runs])
+    assert f"Pearson r = {r:+.2f}" in flat

@@ -5,10 +5,14 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
+from taylorat import checkpoint as ckpt
 from taylorat.cli import main
 from taylorat.studies import study as studies
 from taylorat.studies.flatness_page import flatness_section, pearson, plot_flatness_gap
+from taylorat.studies.reuse import first_difference, reused_record
+from taylorat.train import ConfigError, from_dict, train
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "configs" / "studies" / "flatness_cpu.yaml"
@@ -32,8 +36,12 @@ def test_shipped_flatness_study_validates():
     # the robust-overfitting study's settings, so its records can be reused where a retrained run reproduces them
     ro = studies.load(ROOT / "configs" / "studies" / "robust_overfitting_cpu.yaml").runs("runs")[0].config.to_dict()
     mine = runs[0].config.to_dict()
-    for key in ("data", "model", "attack", "optim", "eval"):
+    for key in ("data", "model", "attack", "optim"):
         assert mine[key] == ro[key], key
+    assert mine["eval"] == {**ro["eval"], "every": 100}  # retrained for `last`: one check, at the last epoch
+    only = {m["label"] for m in st.methods if m.get("reuse_only")}
+    assert only == {"trades", "trades+1st+2nd", "trades + AWP"}
+    assert all(r.config.eval.every == (100 if r.label in only else 1) for r in runs)
     assert st.evaluate.flatness == {"alphas": [0.05, 0.1, 0.2], "draws": 5, "n": 500, "steps": 10, "seed": 0}
     assert st.reuse and all((STUDY.parent / p).resolve().name == "results.json" for p in st.reuse)
 
@@ -43,6 +51,72 @@ def test_bad_flatness_settings_are_one_line_errors():
         studies.load(STUDY, ["evaluate.flatness={alpha: [0.1]}"])
     with pytest.raises(studies.ConfigError, match="alphas must be a list of sizes > 0"):
         studies.load(STUDY, ["evaluate.flatness={alphas: [0, 0.1]}"])
+
+
+def test_reuse_only_needs_true_and_the_study_reuse_list():
+    with pytest.raises(studies.ConfigError, match="reuse_only must be true or false, and needs the study's 'reuse'"):
+        studies.load(STUDY, ["reuse=[]"])
+    with pytest.raises(studies.ConfigError, match="reuse_only must be true or false"):
+        studies.load(STUDY, ["runs=[{label: a, reuse_only: 'yes'}]"])
+
+
+def test_checking_fewer_epochs_does_not_change_training(tmp_path):
+    """The per-epoch checks run in eval mode with their own seeds: a run checked at its last epoch only
+    trains the very weights of one checked every epoch, so it may stand in for it (``reuse_only``)."""
+    def run(out, every):
+        return train(from_dict({
+            "seed": 3, "out_dir": str(out), "device": "cpu", "progress": False, "checkpoints": "none",
+            "data": {"dataset": "synthetic", "holdout": 16, "options": {"n_train": 96, "n_test": 32, "channels": 1,
+                                                                       "image_size": 8}},
+            "model": {"name": "small_cnn"}, "method": {"name": "trades+1st+2nd", "noise_std": 0.01},
+            "attack": {"eps": 0.1, "step": 0.03, "steps": 2}, "optim": {"epochs": 3, "batch_size": 32},
+            "eval": {"n": 16, "eps": 0.1, "step": 0.03, "steps": 2, "every": every, "track_test": 16,
+                     "track_train": 16}}))
+    a, b = run(tmp_path / "a", 1), run(tmp_path / "b", 3)
+    assert [h["train_acc_adv"] for h in a.history] == [h["train_acc_adv"] for h in b.history]
+    assert "track_test_pgd" in a.history[0] and "track_test_pgd" not in b.history[0]
+    assert a.history[-1]["track_test_pgd"] == b.history[-1]["track_test_pgd"]
+    wa, _ = ckpt.load_model(tmp_path / "a" / "last.safetensors")
+    wb, _ = ckpt.load_model(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(wa.state_dict().values(), wb.state_dict().values()))
+
+
+def test_a_run_reproduces_a_record_when_every_number_it_measured_is_equal():
+    record = {"epoch": [1, 2, 3], "train_acc_adv": [20.0, 30.0, 40.0], "track_test_pgd": [10.0, 12.0, 15.0]}
+    assert first_difference(record, {"epoch": [1, 2, 3], "train_acc_adv": [20.0, 30.0, 40.0],
+                                     "track_test_pgd": [None, None, 15.0]}) is None
+    assert first_difference(record, {"epoch": [1, 2, 3], "train_acc_adv": [20.0, 30.0, 40.0],
+                                     "track_test_pgd": [None, None, 15.2]}) == \
+        (2, "track_test_pgd at epoch 3 (15.2 here, 15.0 there)")
+    assert first_difference(record, {"epoch": [1, 2, 3], "train_acc_adv": [20.0, 31.0, 40.0],
+                                     "track_train_pgd": [None, None, 1.0]})[0] == 1  # the earliest difference
+    assert first_difference(record, {"epoch": [1, 2], "train_acc_adv": [20.0, 30.0]})[0] == -1
+
+
+def test_a_reuse_only_run_that_reproduces_no_record_stops_the_study(tmp_path):
+    st = studies.load(STUDY, [*TINY, "seeds=[1]"])
+    run = next(r for r in st.runs(tmp_path / "runs") if r.label == "trades")
+    out = Path(run.config.out_dir)
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({"train_seconds": 1.0}))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in (
+        {"epoch": 1, "train_acc_adv": 20.0, "lr": 0.05},
+        {"epoch": 2, "train_acc_adv": 31.0, "lr": 0.005, "track_test_pgd": 12.0, "track_train_pgd": 20.0})))
+    settings = {"n": 12}
+    rec = {"method": "awp-trades", "seed": 1, "settings": settings, "pgd20": 50.0, "train_seconds": 99.0,
+           "curves": {"epoch": [1, 2], "train_acc_adv": [20.0, 30.0], "lr": [0.05, 0.005],
+                      "track_test_pgd": [10.0, 12.0], "track_train_pgd": [15.0, 20.0]}}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [rec]}))
+    st.reuse = [str(tmp_path / "results.json")]
+    with pytest.raises(ConfigError, match=r"is reuse_only but reproduces no record of .* \(the closest, 'awp-trades', "
+                                          r"differs in train_acc_adv at epoch 2 \(31.0 here, 30.0 there\)\)"):
+        reused_record(st, run, settings)
+    rec["curves"]["train_acc_adv"][1] = 31.0
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [rec]}))
+    got = reused_record(st, run, settings)
+    assert got["pgd20"] == 50.0 and got["method"] == "trades" and got["reused"]["method"] == "awp-trades"
+    assert got["train_seconds"] == 99.0 and got["reused"]["retrain_seconds"] == 1.0  # trained as evaluated there
+    assert got["curves"] == rec["curves"]  # the record's full curves, not the run's one check
 
 
 def _rec(method, seed, pgd_mid, gap):
@@ -74,7 +148,9 @@ def test_flatness_section_says_what_the_records_show(tmp_path):
 def test_a_reproduced_run_reuses_the_evaluation_and_adds_flatness(tmp_path):
     only = ["--only", "trades,trades + SAM"]
     first, again = tmp_path / "first", tmp_path / "again"
-    assert main(["reproduce", str(STUDY), *TINY, *only, "--runs-dir", str(first / "runs"), "--out",
+    checked = ("runs=[{label: trades, method: {name: trades}}, {label: trades + SAM, method: {name: trades}, "
+               "minimizer: {name: sam}}]")
+    assert main(["reproduce", str(STUDY), *TINY, checked, *only, "--runs-dir", str(first / "runs"), "--out",
                  str(first / "out")]) == 0
     res = json.loads((first / "out" / "results.json").read_text())
     assert [(r["method"], r["seed"]) for r in res["runs"]] == [("trades", 0), ("trades + SAM", 0)]
@@ -86,6 +162,7 @@ def test_a_reproduced_run_reuses_the_evaluation_and_adds_flatness(tmp_path):
     assert (first / "out" / "flatness.png").exists()
     assert "## Flatness and the robust generalisation gap" in (first / "out" / "README.md").read_text()
     # retrained from scratch in another folder, reusing the first results: same curves, so the evaluation is reused
+    # (`trades` as shipped: reuse_only, checked at the last epoch only, which does not change training)
     assert main(["reproduce", str(STUDY), *TINY, *only, f"reuse=[{first / 'out' / 'results.json'}]",
                  "--runs-dir", str(again / "runs"), "--out", str(again / "out")]) == 0
     res2 = json.loads((again / "out" / "results.json").read_text())

@@ -254,7 +254,8 @@ def _method_desc(m: dict[str, Any]) -> str:
             out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
         return out
 
-    return ", ".join(flat({k: v for k, v in m.items() if k not in ("label", "paper", "baseline", "surrogate")}))
+    own = flat({k: v for k, v in m.items() if k not in ("label", "paper", "baseline", "surrogate", "reuse_only")})
+    return ", ".join(own + (["evaluation reused (reuse_only)"] if m.get("reuse_only") else []))
 
 
 def findings(summary: dict[str, Any], labels: list[str], present: list[tuple[str, str]],

@@ -30,7 +30,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
-from ..common import FolderLock, atomic_folder, atomic_write_text, read_json, read_jsonl, resolve_device
+from ..common import FolderLock, atomic_folder, atomic_write_text, read_json, resolve_device
 from ..evaluate import attack_eps, check_dependencies, eps_from_run, evaluate, expand, get_attack
 from ..evaluate.builtin import ATTACK_OPTIONS, attack_options
 from ..train import train
@@ -40,6 +40,7 @@ from .flatness_of_last import flatness_of_last, flatness_settings
 from .flatness_page import plot_flatness_gap
 from .parallel_stop import StudyStopped, forward_to_workers, sigterm_raises
 from .render import render_readme
+from .reuse import reused_record, run_curves, same_settings
 from .study import EvalSpec, RunSpec, Study, metrics, slug
 
 
@@ -79,13 +80,6 @@ def _attack_settings(e: EvalSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     return always, asked
 
 
-def _same_settings(prev: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Equal settings; a record from before per-attack radii ran every attack at its ``eps``."""
-    if "attack_eps" not in prev and "eps" in prev:
-        prev = {**prev, "attack_eps": {a: prev["eps"] for a in now.get("attack_eps", {})}}
-    return prev == now
-
-
 def environment(device) -> dict[str, Any]:
     """What the numbers were produced on (thread counts change float rounding, hence PGD's path)."""
     return {"torch": torch.__version__, "device": str(device), "cpu threads": torch.get_num_threads(),
@@ -114,9 +108,9 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
     cached = out / "eval.json"
     if cached.exists():
         prev = read_json(cached, "evaluation", "delete it to evaluate the run again")
-        if _same_settings(prev.get("settings", {}), settings):
+        if same_settings(prev.get("settings", {}), settings):
             return _with_flatness(study, run, prev, settings, device, progress)
-    reused = _reused(study, run, settings)
+    reused = reused_record(study, run, settings)
     if reused is not None:
         atomic_write_text(cached, json.dumps(reused, indent=2) + "\n")
         return _with_flatness(study, run, reused, settings, device, progress)
@@ -138,7 +132,7 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
         res = evaluate(last_model, ds, settings["last"], n=settings["n"], **kw)
         row["last"] = {k: round(v, 2) for k, v in res.results.items()}
         row["last_epoch"] = last_meta.get("epoch")
-    curves = _curves(out)
+    curves = run_curves(out)
     if curves:
         row["curves"] = curves
     record = {"method": run.label, "seed": run.seed, **row, "environment": environment(device),
@@ -156,33 +150,6 @@ def _with_flatness(study: Study, run: RunSpec, record: dict[str, Any], settings:
         return record
     fs = flatness_settings(study.evaluate.flatness, settings)
     return {**record, "flatness": flatness_of_last(run.config, fs, device, progress)}
-
-
-def _reuse_path(study: Study, name: str) -> Path:
-    p = Path(name)
-    return p if p.is_absolute() or p.exists() or study.folder is None else study.folder / p
-
-
-def _reused(study: Study, run: RunSpec, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The evaluation of this very run from a ``reuse`` results.json: a record of the same seed and
-    evaluation settings whose per-epoch curves equal this run's (the retrained run reproduced it)."""
-    out = Path(run.config.out_dir)
-    curves = _curves(out)
-    if not study.reuse or not curves:
-        return None
-    summary = read_json(out / "summary.json", "run summary", "train the run again")
-    for name in study.reuse:
-        path = _reuse_path(study, name)
-        if not path.is_file():
-            continue
-        for r in read_json(path, "reused results").get("runs", []):
-            if (r.get("seed") == run.seed and r.get("curves") == curves
-                    and _same_settings(r.get("settings", {}), settings)):
-                rec = {k: v for k, v in r.items() if k != "flatness"}
-                return {**rec, "method": run.label, "train_seconds": round(summary["train_seconds"], 1),
-                        "reused": {"from": str(name), "method": r.get("method"),
-                                   "why": "retrained here with per-epoch curves equal to that record's"}}
-    return None
 
 
 def _evaluate_subsets(model: Any, ds: Any, settings: dict[str, Any],
@@ -215,22 +182,6 @@ def _evaluate_subsets(model: Any, ds: Any, settings: dict[str, Any],
                 if k in correct:
                     row[f"{k}_on_{name}_images"] = round(100.0 * correct[k][:m].float().mean().item(), 2)
     return row, warnings, flags
-
-
-def _curves(run_dir: Path) -> dict[str, list] | None:
-    """The per-epoch curves of a run that tracked test / training images (``eval.track_*``), from metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    history = read_jsonl(path, "training log", "repair or remove the broken line")
-    keys = [k for k in ("holdout_pgd", "test_pgd", "track_test_pgd", "track_train_pgd", "track_test_clean",
-                        "track_train_clean", "train_acc_adv", "lr") if any(k in h for h in history)]
-    if not any(k.startswith("track_") for k in keys):
-        return None
-    out: dict[str, list] = {"epoch": [h["epoch"] for h in history]}
-    for k in keys:
-        out[k] = [round(h[k], 2) if isinstance(h.get(k), float) and k != "lr" else h.get(k) for h in history]
-    return out
 
 
 def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[str] | None = None,
@@ -364,7 +315,9 @@ def write_results(study: Study, records: list[dict[str, Any]], out: str | Path,
                   runs_dir: str | Path | None = None, command: str = "") -> dict[str, Any]:
     """results.json (every finished run's record) and README.md rendered from it."""
     out = Path(out)
-    cfg0 = study.runs(runs_dir or "runs")[0].config.to_dict()
+    specs = study.runs(runs_dir or "runs")  # the setup shown is that of a run trained as evaluated (not reuse_only)
+    only = {m["label"] for m in study.methods if m.get("reuse_only")}
+    cfg0 = next((r for r in specs if r.label not in only), specs[0]).config.to_dict()
     results = {"study": study.name, "title": study.title, "command": command or f"taylorat reproduce {study.source}",
                "config": {"study": study.to_dict(), "resolved": cfg0},
                "runs": sorted(records, key=lambda r: (study.labels().index(r["method"]), r["seed"]))}

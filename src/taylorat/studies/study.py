@@ -14,7 +14,7 @@ evaluate: {n: 1000, attacks: [clean, pgd20, cw20, aa], n_aa: 500, eps: 0.1, step
            attack_eps: {aa: 0.1}, last: [clean, pgd20, cw20],  # per-attack ε; attacks on `last` too
            flatness: {alphas: [0.05, 0.1, 0.2], draws: 5, n: 500}}  # weight-space flatness of `last`
 context: [...]                                              # other papers' rows, shown as printed
-reuse: [docs/studies/other/results.json]  # a retrained run whose curves equal a record there reuses its evaluation
+reuse: [docs/studies/other/results.json]  # a retrained run reproducing a record there reuses it (.reuse; reuse_only)
 ```
 
 Besides the keys of :class:`EvalSpec`'s base, ``evaluate`` takes each attack's own keys as
@@ -45,7 +45,7 @@ from ..train.config import parse_overrides
 
 STUDY_KEYS = ("name", "title", "caption", "description", "base", "runs", "seeds", "evaluate", "columns", "context",
               "reuse")
-RUN_KEYS = ("label", "config", "surrogate", "paper", "baseline")
+RUN_KEYS = ("label", "config", "surrogate", "paper", "baseline", "reuse_only")
 
 
 def metrics() -> tuple[str, ...]:
@@ -326,6 +326,8 @@ def from_values(values: dict[str, Any], source: str = "", overrides: list[str] |
         for ref in ("surrogate", "baseline"):
             if m.get(ref) and m[ref] not in labels:
                 raise ConfigError(f"run {m['label']!r}: {ref} {m[ref]!r} is not a run of this study")
+        if m.get("reuse_only") not in (None, False) and (m["reuse_only"] is not True or not values.get("reuse")):
+            raise ConfigError(f"run {m['label']!r}: reuse_only must be true or false, and needs the study's 'reuse'")
         bad = [k for k in (m.get("paper") or {}) if k not in metrics()]
         if bad:
             raise ConfigError(f"run {m['label']!r}: paper metric {bad[0]!r} is not one of {', '.join(metrics())}")
