@@ -94,7 +94,7 @@ data: {dataset: synthetic, holdout: 10, options: {n_train: 74, n_test: 10, chann
 model: {name: small_cnn}
 method: {name: trades+1st+2nd, noise_std: 0.01}
 attack: {eps: 0.1, step: 0.03, steps: 2}
-optim: {epochs: 3, batch_size: 16, lr: 0.05}
+optim: {epochs: 4, batch_size: 16, lr: 0.05}
 eval: {n: 10, eps: 0.1, step: 0.03, steps: 2}
 """
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
@@ -141,27 +141,44 @@ def wait_for_epoch(p, last, epoch=1):
 
 
 def start_and_stop(cmd, last, epoch, sig):
-    """Start ``cmd`` (a torchrun), wait until ``last`` holds ``epoch``, send ``sig`` to every rank and the launcher."""
+    """Start ``cmd`` (a torchrun), wait until ``last`` holds ``epoch``, send ``sig`` to every rank (and, for
+    SIGKILL, the launcher). torchrun starts its ranks in sessions of their own: a signal to the launcher's
+    process group alone leaves them training to the end, and the resume after it would have nothing to do."""
     import signal
 
     p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     wait_for_epoch(p, last, epoch)
-    os.killpg(p.pid, getattr(signal, sig))
+    ranks = children(p.pid)
+    assert len(ranks) == 2, ranks
+    for pid in ranks:
+        os.kill(pid, getattr(signal, sig))
+    if sig == "SIGKILL":
+        os.killpg(p.pid, signal.SIGKILL)
     out, err = p.communicate(timeout=120)
     assert p.returncode != 0, "the run ended before the signal"
     return out + err
 
 
+def resumed_at(log):
+    """``(epoch, step)`` where a run resumed, from its "resuming" line (step 0: at the epoch's start)."""
+    import re
+
+    m = re.search(r"resuming \S+ (?:after epoch (\d+)|in epoch (\d+) after step (\d+))", log)
+    assert m, log[-3000:]
+    return (int(m[1]) + 1, 0) if m[1] else (int(m[2]), int(m[3]))
+
+
 @pytest.mark.parametrize("sync_bn", ["false", "true"])
 def test_stopped_two_rank_run_resumes_bit_identical(resume_cfg, references, tmp_path, sync_bn):
-    # SIGKILL after epoch 1, resumed; SIGTERM after epoch 2 (or inside epoch 3), resumed to the end
+    # every rank SIGKILLed after epoch 1, resumed; SIGTERMed after epoch 2 (or inside 3 or 4), resumed to the end
     out = tmp_path / "run"
     cmd = torchrun(*train_cmd(resume_cfg, out, f"sync_bn={sync_bn}", "--resume"))
     start_and_stop(cmd, out / "last.safetensors", 1, "SIGKILL")
-    start_and_stop(cmd, out / "last.safetensors", 2, "SIGTERM")
+    log = start_and_stop(cmd, out / "last.safetensors", 2, "SIGTERM")
+    assert resumed_at(log)[0] in (2, 3)  # after the kill: epochs were left to train
     r = run(cmd, cwd=ROOT)
-    assert "resuming" in r.stdout + r.stderr
+    assert resumed_at(r.stdout + r.stderr) < (5, 0)  # after the SIGTERM: part of epoch 3 or 4 was left
     ref, best_epoch = references[sync_bn]
     got = load_file(str(out / "last.safetensors"))
     rank1 = [k for k in got if k.startswith("rank1.model.")]  # rank 1's BatchNorm statistics are kept
