@@ -1,6 +1,7 @@
 """Config validation, schedules, the training loop, exact resume and run-directory safety."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +62,14 @@ def test_fractions_and_overrides():
     cfg = from_dict({"attack": {"eps": "8/255"}}, ["optim.epochs=30", "method.name=trades", "eval.eps=0.1"])
     assert cfg.attack.eps == pytest.approx(8 / 255)
     assert cfg.optim.epochs == 30 and cfg.method.name == "trades" and cfg.eval.eps == 0.1
+
+
+def test_a_config_file_run_on_another_model_says_so_in_its_name():
+    path = Path(__file__).resolve().parent.parent / "configs" / "cifar10_preact18_trades.yaml"
+    assert load(path).name == "cifar10_preact18_trades"
+    assert load(path, ["model.name=timm:resnet18"]).name == "cifar10_preact18_trades-timm:resnet18"
+    assert load(path, ["model.name=preact_resnet18"]).name == "cifar10_preact18_trades"  # the file's own model
+    assert load(path, ["model.name=wrn_28_10", "name=mine"]).name == "mine"
 
 
 @pytest.mark.parametrize("values,overrides,match", [
@@ -211,8 +220,6 @@ def test_config_file_errors(tmp_path):
 
 
 def test_shipped_configs_validate():
-    from pathlib import Path
-
     from taylorat.studies import study as studies
 
     root = Path(__file__).parent.parent / "configs"

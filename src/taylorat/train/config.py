@@ -296,6 +296,11 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"config file {p} is not valid YAML ({first})") from None
+    over = parse_overrides(overrides or [])
+    model = (over.get("model") or {}).get("name") if isinstance(over.get("model"), dict) else None
+    if isinstance(values, dict) and values.get("name") and model and "name" not in over and \
+            model != (values.get("model") or {}).get("name"):  # the file's name says its model: add the one that runs
+        overrides = [*overrides, f"name={values['name']}-{model}"]
     return from_dict(values, overrides, source=None if path is None else str(path))
 
 
