@@ -13,7 +13,7 @@ from ..evaluate import labels
 from ..evaluate.builtin import attack_metrics
 from .figures import has_curves, train_test_gap
 from .flatness_page import flatness_section
-from .render_setup import attacks_text, training_text
+from .render_setup import attacks_text, compute_text, training_text
 from .spread import MeanStd, seed_spread, seed_stats, within_spread
 from .study import pretty_label
 
@@ -129,7 +129,7 @@ def render_readme(results: dict[str, Any], study: Any) -> str:
                      + " | ".join(f"{r[k]:.2f}" if k in r else "–" for k, _ in present)
                      + f" | {r.get('best_epoch', '–')} | {r.get('train_seconds', 0):.0f} | "
                      f"{r.get('eval_seconds', 0):.0f} |")
-    lines += ["", "## What the numbers show", ""]
+    lines += ["", compute_text(runs), "", "## What the numbers show", ""]
     lines += findings(summary, labels, present, runs)
     lines += ["", "A difference is *inside the seed spread* when |Δ mean| ≤ std(a) + std(b). Rendered by "
               "`taylorat reproduce` from `results.json`; no number on this page is typed by hand.", ""]

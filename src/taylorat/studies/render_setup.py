@@ -32,3 +32,22 @@ def attacks_text(attacks: list[str]) -> str:
     """The evaluated attacks other than AutoAttack, as a list in words: ``clean, PGD-20 and CW-20``."""
     names = [labels().get(k, k) for k in attacks if k != "aa"] or ["no attack besides AutoAttack"]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 \
+        else f"{seconds:.0f} s"
+
+
+def compute_text(runs: list[dict[str, Any]]) -> str:
+    """How long the runs took: the sums of the per-seed table's columns (training steps, evaluation) and of
+    the flatness measurements; the per-epoch checks are not in the records, so not in the sums."""
+    train = sum(r.get("train_seconds", 0) for r in runs)
+    flat = sum((r.get("flatness") or {}).get("seconds", 0) for r in runs)
+    evaluation = sum(r.get("eval_seconds", 0) for r in runs) + flat
+    reused = sum(1 for r in runs if r.get("reused"))
+    return (f"Compute: {_duration(train)} of training steps and {_duration(evaluation)} of evaluation"
+            f"{' (weight-space flatness included)' if flat else ''} over {len(runs)} run{'s' * (len(runs) != 1)}: "
+            "the sums of the columns above, on the machine named under Setup, without the per-epoch checks"
+            + (f"; {reused} reused run{'s' * (reused != 1)} count with the time they took in the study they come "
+               "from" if reused else "") + ".")
