@@ -158,7 +158,7 @@ def test_a_reproduced_run_reuses_the_evaluation_and_adds_flatness(tmp_path):
         f = r["flatness"]
         assert f["alphas"] == [0.05, 0.1] and len(f["pgd"]) == 2 and f["settings"]["checkpoint"] == "last"
         assert all(math.isfinite(v) for v in f["pgd"] + f["clean"]) and f["loss_at_w"]["pgd"] > 0
-        assert "reused" not in r
+        assert "reused" not in r and r["check_seconds"] > 0  # measured here: its per-epoch checks' time
     assert (first / "out" / "flatness.png").exists()
     assert "## Flatness and the robust generalisation gap" in (first / "out" / "README.md").read_text()
     # retrained from scratch in another folder, reusing the first results: same curves, so the evaluation is reused
@@ -168,5 +168,6 @@ def test_a_reproduced_run_reuses_the_evaluation_and_adds_flatness(tmp_path):
     res2 = json.loads((again / "out" / "results.json").read_text())
     for a, b in zip(res["runs"], res2["runs"]):
         assert b["reused"]["method"] == a["method"] and b["curves"] == a["curves"]
+        assert b["check_seconds"] == a["check_seconds"]  # a reused record keeps the times of the study it comes from
         assert (b["clean"], b["pgd20"], b["last"]) == (a["clean"], a["pgd20"], a["last"])
         assert b["flatness"]["pgd"] == a["flatness"]["pgd"]  # measured again on the reproduced `last`: equal

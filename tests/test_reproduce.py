@@ -347,12 +347,13 @@ def test_stops_reach_a_parent_process_intact():
 def test_a_study_page_says_how_long_its_runs_took():
     from taylorat.studies.render_setup import compute_text
 
-    runs = [{"train_seconds": 3000.0, "eval_seconds": 1200.0}, {"train_seconds": 1500.0, "eval_seconds": 30.0,
-                                                                 "flatness": {"seconds": 45.0}, "reused": {}},
+    runs = [{"train_seconds": 3000.0, "eval_seconds": 1200.0, "check_seconds": 600.0},
+            {"train_seconds": 1500.0, "eval_seconds": 30.0, "flatness": {"seconds": 45.0}, "reused": {}},
             {"train_seconds": 900.0, "eval_seconds": 20.0, "reused": {"from": "x"}}]
     text = compute_text(runs)
-    assert text.startswith("Compute: 1.5 h of training steps and 22 min of evaluation (weight-space flatness "
-                           "included) over 3 runs")
-    assert "1 reused run count" in text and "without the per-epoch checks" in text
-    assert compute_text(runs[:1]).startswith("Compute: 50 min of training steps and 20 min of evaluation over 1 run:")
-    assert "30 s of evaluation" in compute_text([{"train_seconds": 5.0, "eval_seconds": 30.0}])
+    assert text.startswith("Compute over 3 runs: 1.5 h of training steps, 10 min of per-epoch checks in the 1 that "
+                           "record them and 22 min of evaluation (weight-space flatness included)")
+    assert "the other runs' per-epoch checks are not in their records" in text and "1 reused run count" in text
+    assert compute_text(runs[:1]) == ("Compute over 1 run: 50 min of training steps, 10 min of per-epoch checks and "
+                                      "20 min of evaluation, on the machine named under Setup.")
+    assert "and 30 s of evaluation" in compute_text([{"train_seconds": 5.0, "eval_seconds": 30.0}])

@@ -40,14 +40,20 @@ def _duration(seconds: float) -> str:
 
 
 def compute_text(runs: list[dict[str, Any]]) -> str:
-    """How long the runs took: the sums of the per-seed table's columns (training steps, evaluation) and of
-    the flatness measurements; the per-epoch checks are not in the records, so not in the sums."""
+    """How long the runs took: the sums of the per-seed table's columns (training steps, evaluation), of the
+    flatness measurements and of the per-epoch checks where a record has them."""
     train = sum(r.get("train_seconds", 0) for r in runs)
     flat = sum((r.get("flatness") or {}).get("seconds", 0) for r in runs)
     evaluation = sum(r.get("eval_seconds", 0) for r in runs) + flat
+    checked = [r["check_seconds"] for r in runs if "check_seconds" in r]
+    checks = (f", {_duration(sum(checked))} of per-epoch checks" if len(checked) == len(runs) else
+              f", {_duration(sum(checked))} of per-epoch checks in the {len(checked)} that record them" if checked
+              else "")
     reused = sum(1 for r in runs if r.get("reused"))
-    return (f"Compute: {_duration(train)} of training steps and {_duration(evaluation)} of evaluation"
-            f"{' (weight-space flatness included)' if flat else ''} over {len(runs)} run{'s' * (len(runs) != 1)}: "
-            "the sums of the columns above, on the machine named under Setup, without the per-epoch checks"
+    return (f"Compute over {len(runs)} run{'s' * (len(runs) != 1)}: {_duration(train)} of training steps{checks} "
+            f"and {_duration(evaluation)} of evaluation{' (weight-space flatness included)' if flat else ''}, "
+            "on the machine named under Setup"
+            + ("" if len(checked) == len(runs) else "; the other runs' per-epoch checks are not in their records"
+               if checked else "; the per-epoch checks are not in the records")
             + (f"; {reused} reused run{'s' * (reused != 1)} count with the time they took in the study they come "
                "from" if reused else "") + ".")

@@ -59,6 +59,16 @@ def first_difference(record: dict[str, list], mine: dict[str, list]) -> tuple[in
     return found
 
 
+def with_check_seconds(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The record with the run's per-epoch check time (``summary.json``) when it was measured on this run: a
+    reused record keeps the time of the study it comes from, which did not record it."""
+    summary = run_dir / "summary.json"
+    if record.get("reused") or "check_seconds" in record or not summary.is_file():
+        return record
+    seconds = read_json(summary, "run summary", "train the run again").get("check_seconds")
+    return record if seconds is None else {**record, "check_seconds": round(seconds, 1)}
+
+
 def reuse_path(study: Study, name: str) -> Path:
     p = Path(name)
     return p if p.is_absolute() or p.exists() or study.folder is None else study.folder / p

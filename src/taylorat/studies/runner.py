@@ -40,7 +40,7 @@ from .flatness_of_last import flatness_of_last, flatness_settings
 from .flatness_page import plot_flatness_gap
 from .parallel_stop import StudyStopped, forward_to_workers, sigterm_raises
 from .render import render_readme
-from .reuse import reused_record, run_curves, same_settings
+from .reuse import reused_record, run_curves, same_settings, with_check_seconds
 from .study import EvalSpec, RunSpec, Study, metrics, slug
 
 
@@ -109,11 +109,11 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
     if cached.exists():
         prev = read_json(cached, "evaluation", "delete it to evaluate the run again")
         if same_settings(prev.get("settings", {}), settings):
-            return _with_flatness(study, run, prev, settings, device, progress)
+            return _with_flatness(study, run, with_check_seconds(prev, out), settings, device, progress)
     reused = reused_record(study, run, settings)
     if reused is not None:
         atomic_write_text(cached, json.dumps(reused, indent=2) + "\n")
-        return _with_flatness(study, run, reused, settings, device, progress)
+        return _with_flatness(study, run, with_check_seconds(reused, out), settings, device, progress)
     model, meta = _best(run, device)
     d = run.config.data
     ds = datasets.load(d.dataset, d.data_dir, download=False, **d.options)
@@ -140,7 +140,7 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
               "eval_seconds": round(time.time() - t, 1), "settings": settings, "warnings": warnings, "flags": flags,
               "selection": {"split": summary["select_on"], "n": summary["n_select"], "best": summary["best"]}}
     atomic_write_text(cached, json.dumps(record, indent=2) + "\n")
-    return _with_flatness(study, run, record, settings, device, progress)
+    return _with_flatness(study, run, with_check_seconds(record, out), settings, device, progress)
 
 
 def _with_flatness(study: Study, run: RunSpec, record: dict[str, Any], settings: dict[str, Any], device,
@@ -303,7 +303,7 @@ def collect(study: Study, runs_dir: str | Path) -> list[dict[str, Any]]:
     for run in study.runs(runs_dir):
         p = Path(run.config.out_dir) / "eval.json"
         if p.exists():
-            rec = read_json(p, "evaluation", "delete it to evaluate the run again")
+            rec = with_check_seconds(read_json(p, "evaluation", "delete it to evaluate the run again"), p.parent)
             flat = p.with_name("flatness.json")
             if study.evaluate.flatness and flat.exists():
                 rec["flatness"] = read_json(flat, "flatness record", "delete it to measure again")
