@@ -10,6 +10,7 @@ gap is read from the Pearson correlation over runs (|r| ≥ 0.5 with at least 6 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,6 @@ def plot_flatness_gap(runs: list[dict[str, Any]], labels: list[str], path: str |
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(textwrap.fill(title, 90), fontsize=9)  # the figure is narrower than the curves
     fig.tight_layout()
     return write_figure(fig, path)
