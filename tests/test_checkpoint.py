@@ -59,6 +59,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint at"):
         ckpt.load(tmp_path / "nope.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint at"):  # a folder is not one either
+        ckpt.load(tmp_path)
 
 
 def test_random_bytes_are_not_a_checkpoint(tmp_path):

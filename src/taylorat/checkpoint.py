@@ -71,9 +71,11 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: bool = True):
     """``(tensors, meta)`` of a taylorat checkpoint; a one-line CheckpointError otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; give the path of a .safetensors file written by taylorat")
-    raw = path.read_bytes()
+    try:  # not is_file() then read: a run replacing `last` between the two would escape as FileNotFoundError
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise CheckpointError(f"no checkpoint at {path}; give the path of a .safetensors file written by taylorat"
+                              ) from None
     try:
         header_len = int.from_bytes(raw[:8], "little")
         if len(raw) < 8 or header_len > len(raw) - 8:
