@@ -233,3 +233,19 @@ def test_front_page_states_how_far_the_flatness_study_is():
     assert f"`{flattest}` flattens most ({means[flattest]:.3f})" in flat
     r = pearson([score(x) for x in runs], [train_test_gap(x) for x in runs])
     assert f"Pearson r = {r:+.2f}" in flat
+
+
+def test_front_page_gpu_numbers_are_the_gpu_study_pages():
+    """Every GPU-study run the README quotes is a record of the committed page, to two decimals."""
+    folder = ROOT / "docs" / "studies" / "fashion_mnist_gpu"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "docs/studies/fashion_mnist_gpu/README.md" in readme
+    quoted = [r for r in runs if r["seed"] == 0]
+    if not quoted:
+        return
+    gpus = {r["environment"].get("gpu") for r in quoted}
+    assert len(gpus) == 1 and f"Seed 0 ran on one {gpus.pop().split()[-1]}" in readme
+    for r in quoted:
+        phrase = f"`{r['method']}` clean {r['clean']:.2f}, PGD-20 {r['pgd20']:.2f}, AutoAttack {r['aa']:.2f}"
+        assert phrase in readme, phrase

@@ -193,7 +193,9 @@ def test_dry_run_prints_the_plan_the_epochs_and_an_estimate_inside_8_minutes(tmp
     r = _script(tmp_path, "--dry-run", timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     plan = json.loads((tmp_path / "plan.json").read_text())
-    assert plan["problems"] == [] and plan["seed"] == 0 and plan["labels"] == LABELS and plan["jobs"] == 2
+    committed = gpu_study.read_records(gpu_study.PAGE_DIR / "results.json")
+    seed, labels = gpu_study.next_runs(VALUES, committed)  # the next seed the committed page lacks
+    assert plan["problems"] == [] and plan["seed"] == seed and plan["labels"] == labels and plan["jobs"] == 2
     assert plan["epochs"] == VALUES["base"]["optim"]["epochs"] == plan["epochs_that_fit"]
     assert plan["estimate"]["side_by_side_s"] <= 480 and plan["estimate"]["sequential_s"] <= 570
     assert f"epochs: {plan['epochs']} per method" in r.stdout and "one seed, side by side:" in r.stdout
