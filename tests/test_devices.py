@@ -172,3 +172,49 @@ def test_compiled_loss_agrees_with_float64_autograd(device, name, true_fp32):
     for k in ("loss", "first", "second"):
         assert abs(getattr(fast, k).item() - getattr(ref, k).item()) <= 1e-5 * max(1.0, abs(getattr(ref, k).item())), k
     assert ((g32 - g64).norm() / g64.norm()).item() < 1e-4
+
+
+def test_in_layout_gives_the_exact_strides_of_the_layout(device):
+    from taylorat.train.speed import in_layout
+
+    x = torch.rand(4, 1, 8, 8, device=device, requires_grad=True)  # 1 channel: contiguous in both layouts
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.stride() == (64, 64, 8, 1)
+    last = in_layout(x, torch.channels_last)
+    assert last.stride() == (64, 1, 8, 1) and torch.equal(last, x)
+    assert in_layout(last, torch.channels_last) is last and in_layout(x, torch.contiguous_format) is x
+    assert in_layout(last, torch.contiguous_format).stride() == (64, 64, 8, 1)
+    (last * 2).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 2.0))  # the copy stays on the tape
+    rgb = torch.rand(2, 3, 4, 4, device=device)
+    assert in_layout(rgb, torch.channels_last).stride() == (48, 1, 12, 3) and in_layout(rgb[0], torch.channels_last)\
+        .shape == (3, 4, 4)
+
+
+def test_a_compiled_run_keeps_every_graph_it_needs(device, tmp_path, monkeypatch):
+    """``compile``: the attack, the no-grad passes, the training pass and the per-epoch check in fp32, each again
+    for a short last batch, on 1-channel images in channels_last, all stay compiled: fewer graphs than the limit
+    (past it torch runs the function eager). Traced with dynamo's eager backend, which guards as inductor does."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from taylorat.models.small_cnn import SmallCNN
+    from taylorat.train import from_dict, train
+    from taylorat.train.step import RECOMPILE_LIMIT
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: real(fn, backend="eager"))
+    torch._dynamo.reset()
+    cfg = from_dict({"out_dir": str(tmp_path / "run"), "device": str(device), "progress": False,
+                     "checkpoints": "none", "curves": False, "model": {"name": "small_cnn"},
+                     "precision": "bf16", "channels_last": "true", "compile": "default",
+                     "data": {"dataset": "synthetic", "holdout": 10,
+                              "options": {"n_train": 50, "n_test": 10, "channels": 1, "image_size": 8}},
+                     "method": {"name": "trades+1st+2nd", "noise_std": 0.01},
+                     "attack": {"eps": 0.1, "step": 0.03, "steps": 2}, "optim": {"epochs": 2, "batch_size": 16},
+                     "eval": {"n": 10, "eps": 0.1, "step": 0.03, "steps": 2}})
+    train(cfg, log=lambda e: None)  # 40 images in batches of 16: a short last batch of 8
+    graphs = len(_debug_get_cache_entry_list(SmallCNN.forward_features.__code__))
+    torch._dynamo.reset()
+    assert 5 <= graphs <= 8 < RECOMPILE_LIMIT  # 3 training settings and 2 check settings, a few dynamic again
+    config = torch._dynamo.config
+    assert getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 0)) >= RECOMPILE_LIMIT

@@ -54,7 +54,7 @@ def make_case(model_name: str, method: str, precision: str, device: torch.device
     model.to(memory_format=fmt)
     method_obj = build_method(cfg)
     mz = build_minimizer(cfg, model)  # before compiling, as the trainer does (AWP's proxy stays eager)
-    loss_fn = compile_for_training(model, method_obj, compile_mode)  # as the trainer does
+    loss_fn = compile_for_training(model, method_obj, compile_mode, fmt)  # as the trainer does
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
                           foreach=device.type == "cuda")
     g = torch.Generator().manual_seed(seed)

@@ -59,3 +59,15 @@ def resolve_channels_last(setting: str, model: nn.Module, device: torch.device) 
     if share < CONV_SHARE:
         return False, f"auto: only {share:.0%} of the multiply-adds are convolutions"
     return True, f"auto: convolutional network ({share:.0%} of the multiply-adds in convolutions) on {device.type}"
+
+
+def in_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``x`` (an ``N×C×H×W`` batch) with exactly the strides ``memory_format`` gives its shape; a copy only
+    where they differ. A 1-channel batch is contiguous in both layouts and operators hand back either
+    stride for its channel dimension; ``torch.compile`` guards on exact strides, so without this each
+    switch is one more compiled graph. Other shapes pass through."""
+    if x.dim() != 4:
+        return x
+    _, c, h, w = x.shape
+    want = (c * h * w, 1, w * c, c) if memory_format == torch.channels_last else (c * h * w, h * w, w, 1)
+    return x if x.stride() == want else x.clone(memory_format=memory_format)

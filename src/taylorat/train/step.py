@@ -24,6 +24,7 @@ from torch import nn
 from ..common import InputError
 from ..objectives import LossParts, Method, Minimizer, PairForward, frozen_bn_stats, head_grad_rowsums
 from .distributed import Dist, weighted_mean
+from .speed import in_layout
 
 SINGLE = Dist()  # one process
 
@@ -41,12 +42,32 @@ def compiled_loss(method: Method, mode: str) -> Callable[..., LossParts]:
     return torch.compile(method.loss_from_outputs, mode=loss_mode)
 
 
-def compile_for_training(model: nn.Module, method: Method, mode: str) -> Callable[..., LossParts] | None:
+RECOMPILE_LIMIT = 16  # graphs kept per compiled function (torch's default is 8)
+
+
+def compile_for_training(model: nn.Module, method: Method, mode: str,
+                         memory_format: torch.memory_format = torch.contiguous_format,
+                         ) -> Callable[..., LossParts] | None:
     """The ``compile`` switch: compiles ``model.forward_features`` in place and returns the compiled loss
-    for :func:`train_step` (None and nothing compiled for ``mode="none"``)."""
+    for :func:`train_step` (None and nothing compiled for ``mode="none"``).
+
+    One run calls the features in several settings, each its own graph: the attack (input gradient),
+    no-grad passes, the training pass, the per-epoch check in fp32, each once more when the short last
+    batch makes the batch size dynamic. That is more than torch's 8 graphs, past which a function runs
+    eager; the limit is raised to :data:`RECOMPILE_LIMIT` for the process. Inputs are put in the exact
+    strides of ``memory_format`` first (:func:`~taylorat.train.speed.in_layout`), so that a layout
+    switch is never one more graph."""
     if mode == "none":
         return None
-    model.forward_features = torch.compile(model.forward_features, mode=mode)
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+    features = torch.compile(model.forward_features, mode=mode)
+
+    def forward_features(x: torch.Tensor) -> torch.Tensor:
+        return features(in_layout(x, memory_format))
+
+    model.forward_features = forward_features
     return compiled_loss(method, mode)
 
 

@@ -122,7 +122,7 @@ class Trainer:
         self.bn_loader = datasets.DeviceLoader(self.prep.train_x, self.prep.train_y, o.batch_size, self.device,
                                                shuffle=False, memory_format=self.memory_format) if self.avg else None
         # after the copies above (AWP proxy, average), which stay eager
-        self.loss_fn = compile_for_training(self.model, self.method, cfg.compile)
+        self.loss_fn = compile_for_training(self.model, self.method, cfg.compile, self.memory_format)
         self.pair = None
         if self.dist.enabled:  # one DDP forward per step: the clean and the adversarial pass together
             from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
