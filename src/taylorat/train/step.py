@@ -45,8 +45,7 @@ def compiled_loss(method: Method, mode: str) -> Callable[..., LossParts]:
 RECOMPILE_LIMIT = 16  # graphs kept per compiled function (torch's default is 8)
 
 
-def compile_for_training(model: nn.Module, method: Method, mode: str,
-                         memory_format: torch.memory_format = torch.contiguous_format,
+def compile_for_training(model: nn.Module, method: Method, mode: str, memory_format: torch.memory_format,
                          ) -> Callable[..., LossParts] | None:
     """The ``compile`` switch: compiles ``model.forward_features`` in place and returns the compiled loss
     for :func:`train_step` (None and nothing compiled for ``mode="none"``).
