@@ -95,3 +95,29 @@ class pytest_raises_system_exit:
 
     def __exit__(self, kind, value, tb):
         return kind is SystemExit and value.code == 0
+
+
+def test_minimizer_example_applies_the_gradient_at_the_perturbed_weights():
+    """The README's SAM loop: ``w`` after ``sam.step`` is ``w`` before it, bit for bit, and ``p.grad`` is the
+    gradient at ``w + e`` (recomputed here by hand, BatchNorm statistics frozen), not the one at ``w``."""
+    from taylorat.objectives import frozen_bn_stats
+
+    code = readme.command("minimizer-example")
+    assert code.count("parts = sam.step(") == 1 and code.count("opt.step()\n") == 1
+    code = code.replace("parts = sam.step(", "w = [p.detach().clone() for p in model.parameters()]\nparts = sam.step(")
+    scope: dict = {}
+    exec(compile(code.replace("opt.step()\n", ""), "README.md:minimizer-example", "exec"), scope)  # noqa: S102
+    model, outer, sam = scope["model"], scope["outer"], scope["sam"]
+    assert all(torch.equal(p, v) for p, v in zip(model.parameters(), scope["w"]))
+    applied = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    outer().loss.backward()  # g at w (train mode: the batch's own BN statistics)
+    at_w = [p.grad.clone() for p in model.parameters()]
+    params, e = sam.perturbation(model)
+    model.zero_grad()
+    with torch.no_grad(), frozen_bn_stats(model):
+        torch._foreach_add_(params, e)
+    with frozen_bn_stats(model):
+        outer().loss.backward()
+    assert all(torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6) for a, p in zip(applied, model.parameters()))
+    assert not all(torch.allclose(a, g, rtol=1e-4, atol=1e-6) for a, g in zip(applied, at_w))
