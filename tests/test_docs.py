@@ -244,8 +244,13 @@ def test_front_page_gpu_numbers_are_the_gpu_study_pages():
     quoted = [r for r in runs if r["seed"] == 0]
     if not quoted:
         return
+    assert {r["seed"] for r in runs} == {0}, "the README quotes seed 0 alone: quote the mean over the seeds now in"
     gpus = {r["environment"].get("gpu") for r in quoted}
-    assert len(gpus) == 1 and f"Seed 0 ran on one {gpus.pop().split()[-1]}" in readme
+    assert len(gpus) == 1 and f"seed 0 ran on one {gpus.pop().split()[-1]}" in readme
     for r in quoted:
         phrase = f"`{r['method']}` clean {r['clean']:.2f}, PGD-20 {r['pgd20']:.2f}, AutoAttack {r['aa']:.2f}"
         assert phrase in readme, phrase
+    a, b = (next(r for r in quoted if r["method"] == m) for m in ("trades", "trades+1st+2nd"))
+    assert f"{b['aa'] - a['aa']:+.2f} AutoAttack points for the Taylor terms, on **one seed**" in readme
+    gap = {m: r["pgd20_on_aa_images"] - r["aa"] for m, r in (("a", a), ("b", b))}
+    assert f"({gap['b']:.2f} points above AutoAttack on the same images, against {gap['a']:.2f})" in readme
