@@ -357,3 +357,14 @@ def test_a_study_page_says_how_long_its_runs_took():
     assert compute_text(runs[:1]) == ("Compute over 1 run: 50 min of training steps, 10 min of per-epoch checks and "
                                       "20 min of evaluation, on the machine named under Setup.")
     assert "and 30 s of evaluation" in compute_text([{"train_seconds": 5.0, "eval_seconds": 30.0}])
+
+
+def test_time_left_costs_each_run_as_its_label_did_so_far():
+    from taylorat.studies.runner import time_left
+
+    assert time_left(["a", "b"], [], {}, 2) is None  # nothing timed yet: no guess
+    took = {"a": [600.0, 800.0], "b": [6000.0]}
+    # pending: a (700) + b (6000) + c (untimed: the mean of all timed, 7400 / 3); running: b had 1000 of 6000
+    want = (700 + 6000 + 7400 / 3 + 5000) / 2
+    assert time_left(["a", "b", "c"], [("b", 1000.0)], took, 2) == pytest.approx(want)
+    assert time_left([], [("a", 900.0)], took, 1) == 0.0  # a run past its label's mean counts nothing more

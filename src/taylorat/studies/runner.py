@@ -252,6 +252,7 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     logs = Path(runs_dir) / "logs"
     pending, running, finished, failed = list(runs), {}, set(), []
+    took: dict[str, list[float]] = {}  # seconds of the runs that trained or evaluated in this call, by label
     log(f"{len(runs)} runs, {jobs} at a time, {threads} CPU thread{'s' if threads > 1 else ''} each; "
         f"per-run logs in {logs}/")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
@@ -276,6 +277,14 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
                 for fut in done:
                     run, t, path = running.pop(fut)
                     _report(fut, run, t, path, finished, failed, log, len(finished) + len(failed) + 1, len(runs))
+                    if fut.exception() is None and time.time() - t >= WORKED_S:
+                        took.setdefault(run.label, []).append(time.time() - t)
+                now = time.time()
+                left = time_left([r.label for r in pending], [(r.label, now - t) for r, t, _ in running.values()],
+                                 took, jobs)
+                if left is not None and (pending or running):
+                    log(f"about {_hours(left)} left for {len(pending) + len(running)} runs, from the runs timed "
+                        "in this call")
         except StudyStopped as e:  # a `kill PID`: the workers checkpoint their runs before the parent goes
             log(f"{signal.Signals(e.signum).name}: stopping {forward_to_workers(e.signum)} running run(s)")
             pool.shutdown(wait=True, cancel_futures=True)
@@ -284,6 +293,28 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return write_results(study, collect(study, runs_dir), out, runs_dir, command), failed
+
+
+WORKED_S = 30  # a run done sooner was already finished (its record read back), not timed
+
+
+def time_left(pending: list[str], running: list[tuple[str, float]], took: dict[str, list[float]],
+              jobs: int) -> float | None:
+    """Seconds until the study is done, ``jobs`` runs at a time: each run left costs the mean time of the runs
+    of its label timed so far (of all timed runs for a label not timed yet), less what a running one has had.
+    None before any run was timed."""
+    if not took:
+        return None
+    every = [t for ts in took.values() for t in ts]
+    cost = {label: sum(ts) / len(ts) for label, ts in took.items()}
+    fallback = sum(every) / len(every)
+    work = sum(cost.get(label, fallback) for label in pending)
+    work += sum(max(cost.get(label, fallback) - had, 0.0) for label, had in running)
+    return work / max(1, jobs)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _report(fut: Future, run: RunSpec, t: float, path: Path, finished: set, failed: list,
