@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..common import TayloratError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -81,6 +83,34 @@ def broadcast_object(obj: Any, d: Dist) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+#: what gloo and NCCL say when the process at the other end of a collective is gone
+PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe", "connection refused",
+             "remote process exited", "communicator was aborted", "timed out", "timeout")
+
+
+class RankLost(TayloratError):
+    """A collective failed because another rank stopped (killed, out of memory, its machine gone).
+
+    The CLI exits with 75 (EX_TEMPFAIL: the same command, with ``--resume``, continues the run).
+    """
+
+    exit_code = 75
+
+    def __init__(self, rank: int, world: int, cause: str):
+        self.rank, self.world, self.cause = rank, world, cause
+        super().__init__(f"rank {rank} of {world}: another rank stopped mid-run ({cause}); the run's checkpoints "
+                         "are intact: find why that rank stopped, then run the same torchrun command with --resume")
+
+    def __reduce__(self):
+        return type(self), (self.rank, self.world, self.cause)
+
+
+def peer_gone(err: BaseException) -> bool:
+    """Whether ``err``, raised under torchrun, says a collective lost the process at its other end."""
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and any(m in text for m in PEER_GONE))
 
 
 def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:

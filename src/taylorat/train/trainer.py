@@ -383,6 +383,11 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
     trainer = Trainer(cfg, log)
     try:
         return trainer.run(resume=resume, stop_after=stop_after)
+    except RuntimeError as e:  # a collective that lost its peer: one line, not a bug report
+        if trainer.dist.enabled and distributed.peer_gone(e):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise distributed.RankLost(trainer.dist.rank, trainer.dist.world, first[:300]) from e
+        raise
     finally:
         trainer.close()
         distributed.shutdown(trainer.dist)
