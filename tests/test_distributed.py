@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers.procs import children
+
 # torchrun subprocesses; under `-n N --dist loadgroup` one at a time, in one worker (no two jobs share a port)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
 
@@ -200,20 +202,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def children(pid):
-    """PIDs whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
 
 
 def test_two_nodes_end_with_the_weights_of_one_node(resume_cfg, references, tmp_path):

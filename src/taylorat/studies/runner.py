@@ -23,6 +23,7 @@ import signal
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
 
@@ -323,6 +324,10 @@ def _report(fut: Future, run: RunSpec, t: float, path: Path, finished: set, fail
     if err is None:
         finished.add((run.label, run.seed))
         log(f"[{i}/{n}] {run.label} seed {run.seed}: {fut.result()} ({time.time() - t:.0f}s)")
+    elif isinstance(err, BrokenProcessPool):  # a worker was killed: the pool stops (SIGTERM) the others too
+        failed.append(f"{run.label} seed {run.seed}")
+        log(f"[{i}/{n}] STOPPED {run.label} seed {run.seed}: a worker process of the study died (killed, or out "
+            f"of memory), which stops every running run at its last checkpoint (see {path})")
     else:
         failed.append(f"{run.label} seed {run.seed}")
         log(f"[{i}/{n}] FAILED {run.label} seed {run.seed}: {type(err).__name__}: {err} (see {path})")
