@@ -146,3 +146,27 @@ def test_every_choice_key_stops_the_command_line_with_one_line(tmp_path, capsys,
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"taylorat: error: {key}='zzz' is not one of {', '.join(allowed)}"], err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("error, one_line", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 4096 bytes"), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug stays a bug report
+])
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path, capsys, monkeypatch, error, one_line):
+    from taylorat.train import trainer
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(trainer, "train_step", fail)
+    code = main(["train", f"out_dir={tmp_path / 'run'}", *TINY])
+    err = capsys.readouterr().err
+    if one_line:
+        assert code == 2 and "Traceback" not in err and "internal error" not in err
+        assert err.startswith("taylorat: error: out of memory in taylorat train (") and err.count("\n") == 1
+        assert "lower optim.batch_size" in err and "optim.accumulate=K" in err
+    else:
+        assert code == 70 and "Traceback" in err and "internal error" in err
+    assert not (tmp_path / "run" / ".taylorat.lock").exists()

@@ -13,6 +13,7 @@ import json
 import sys
 import traceback
 
+import torch
 import yaml
 
 from .. import __version__
@@ -70,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the user's paths or machine: not found, a folder, permission, disk full, name too long
         print(f"taylorat: error: {describe_os_error(e)}", file=sys.stderr)
         return EXIT_IO
+    except (MemoryError, RuntimeError) as e:  # out of GPU or CPU memory: a setting to change, not a bug
+        if not out_of_memory(e):
+            traceback.print_exc()
+            return _bug()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"taylorat: error: out of memory in taylorat {args.command} ({type(e).__name__}: {first}); "
+              f"{MEMORY_HINTS.get(args.command, 'use smaller batches')}", file=sys.stderr)
+        return EXIT_USAGE
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:  # a file whose path was not known here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"taylorat: error: a file given to taylorat {args.command} is not readable text, JSON or YAML "
@@ -77,6 +86,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except Exception:  # noqa: BLE001 - a bug: keep the traceback, ask for a report
         traceback.print_exc()
-        print(f"taylorat {__version__}: internal error (the traceback above); this is a bug in taylorat, please "
-              "report it with the command you ran", file=sys.stderr)
-        return EXIT_BUG
+        return _bug()
+
+
+def _bug() -> int:
+    print(f"taylorat {__version__}: internal error (the traceback above); this is a bug in taylorat, please "
+          "report it with the command you ran", file=sys.stderr)
+    return EXIT_BUG
+
+
+#: what to change when a command runs out of memory
+MEMORY_HINTS = {
+    "train": "lower optim.batch_size (in a new out_dir), or keep the batch and split it with optim.accumulate=K, "
+             "or train with precision=bf16; the checkpoints written so far are intact",
+    "eval": "lower --batch-size",
+    "reproduce": "lower the study's batch sizes (base.optim.batch_size=..., evaluate.batch_size=...) or run fewer "
+                 "runs at a time (--jobs 1); finished runs are kept",
+    "bench": "lower --batch, or leave out the largest model",
+}
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed: CUDA's OutOfMemoryError, or the CPU allocator's."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "CUDA out of memory" in text)
