@@ -198,12 +198,18 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
 
 def _run_each(study: Study, runs: list[RunSpec], progress: bool, log: Callable[[str], None]) -> None:
     by_key = {(r.label, r.seed): r for r in runs}
+    took: dict[str, list[float]] = {}
     for i, run in enumerate(runs, 1):
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed} -> {run.config.out_dir}")
         t = time.time()
         train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {_shown(rec)} ({time.time() - t:.0f}s in this call)")
+        if time.time() - t >= WORKED_S:
+            took.setdefault(run.label, []).append(time.time() - t)
+        left = time_left([r.label for r in runs[i:]], [], took, 1)
+        if left is not None and i < len(runs):
+            log(f"about {_hours(left)} left for {len(runs) - i} runs, from the runs timed in this call")
 
 
 def _shown(rec: dict[str, Any]) -> str:
