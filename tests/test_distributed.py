@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.procs import children
+from helpers.procs import alive, children
 
 # torchrun subprocesses; under `-n N --dist loadgroup` one at a time, in one worker (no two jobs share a port)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
@@ -187,6 +187,33 @@ def test_stopped_two_rank_run_resumes_bit_identical(resume_cfg, references, tmp_
     assert rank1 and (sync_bn == "true") == all(torch.equal(got[k], got[k[len("rank1."):]]) for k in rank1)
     assert got.keys() == ref.keys()
     assert [k for k in ref if not torch.equal(got[k], ref[k])] == []
+    assert json.loads((out / "summary.json").read_text())["best_epoch"] == best_epoch
+
+
+def test_a_killed_launcher_stops_its_ranks_with_a_checkpoint(resume_cfg, references, tmp_path):
+    """SIGKILL of the torchrun launcher alone: its ranks (in sessions of their own) get SIGTERM from the kernel
+    (Linux's parent-death signal), checkpoint and stop instead of training on; --resume ends bit-identical."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = torchrun(*train_cmd(resume_cfg, out, "sync_bn=false", "--resume"))
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    wait_for_epoch(p, out / "last.safetensors", 1)
+    ranks = children(p.pid)
+    assert len(ranks) == 2, ranks
+    os.kill(p.pid, signal.SIGKILL)
+    t = time.time()
+    _, err = p.communicate(timeout=120)  # the pipes close once both ranks are gone
+    assert time.time() - t < 60 and not any(alive(pid) for pid in ranks)
+    assert err.count("stopped by SIGTERM") == 2, err[-3000:]
+    assert not (out / ".taylorat.lock").exists()
+    r = run(cmd, cwd=ROOT)
+    assert resumed_at(r.stdout + r.stderr) < (5, 0)
+    ref, best_epoch = references["false"]
+    got = load_file(str(out / "last.safetensors"))
+    assert got.keys() == ref.keys() and [k for k in ref if not torch.equal(got[k], ref[k])] == []
     assert json.loads((out / "summary.json").read_text())["best_epoch"] == best_epoch
 
 

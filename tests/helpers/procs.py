@@ -15,3 +15,12 @@ def children(pid):
             except (OSError, ValueError, IndexError):
                 pass
     return out
+
+
+def alive(pid):
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
