@@ -370,43 +370,65 @@ def test_time_left_costs_each_run_as_its_label_did_so_far():
     assert time_left([], [("a", 900.0)], took, 1) == 0.0  # a run past its label's mean counts nothing more
 
 
-@pytest.mark.slow
-def test_a_killed_worker_stops_the_study_with_every_run_resumable(tmp_path):
-    """One worker of `reproduce --jobs 2` SIGKILLed (as by the out-of-memory killer): the pool stops the other at a
-    checkpoint, the study says what happened in one line per run and exits 2; the same command resumes both."""
-    import os
-    import signal
+def start_parallel_study(tmp_path, epochs):
+    """``reproduce --jobs 2`` of the tiny study, returned once both runs are in epoch 2: (process, command, logs)."""
     import subprocess
     import sys
     import time
 
-    from helpers.procs import children
-
     runs = tmp_path / "runs"
-    over = [x for x in TINY if x != "base.optim.epochs=1"] + ["evaluate.attacks=[clean]", "evaluate.last=[]"]
+    over = [x for x in TINY if x != "base.optim.epochs=1"] + ["evaluate.attacks=[clean]", "evaluate.last=[]",
+                                                              f"base.optim.epochs={epochs}"]
     cmd = [sys.executable, "-m", "taylorat", "reproduce", str(STUDY), *over, "--runs-dir", str(runs),
            "--out", str(tmp_path / "out"), "--jobs", "2"]
-    cmd += ["base.optim.epochs=12"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = [runs / "logs" / f"{label}_seed0.log" for label in ("trades", "trades_1st_2nd")]
+    deadline = time.time() + 240
+    while not all(p.is_file() and f"epoch 2/{epochs}" in p.read_text() for p in logs):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError("the runs did not reach epoch 2: " + proc.communicate()[1][-2000:])
+        time.sleep(0.5)
+    return proc, cmd, logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["a worker", "the parent"])
+def test_a_killed_study_process_leaves_every_run_resumable(tmp_path, victim):
+    """SIGKILL (as by the out-of-memory killer) of one worker of `reproduce --jobs 2`: the pool stops the other at a
+    checkpoint, the study says so in one line per run and exits 2. SIGKILL of the parent: each worker gets SIGTERM
+    (Linux's parent-death signal) and stops at a checkpoint instead of training on alone. Either way the same
+    command resumes both runs."""
+    import os
+    import signal
+    import subprocess
+
+    from helpers.procs import alive, children
+
+    proc, cmd, logs = start_parallel_study(tmp_path, 12)
     try:
-        deadline = time.time() + 240
-        while not all(p.is_file() and "epoch 2/12" in p.read_text() for p in logs):
-            assert proc.poll() is None and time.time() < deadline, "the runs did not reach epoch 2"
-            time.sleep(0.5)
         workers = [pid for pid in children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 2, workers
-        os.kill(workers[0], signal.SIGKILL)
+        os.kill(workers[0] if victim == "a worker" else proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 2, out[-2000:] + err[-2000:]
-    assert out.count("a worker process of the study died (killed, or out of memory)") == 2
-    assert "run the same command again to resume them" in err
-    assert sum("stopped by SIGTERM" in p.read_text() for p in logs) == 1  # the other run stopped at a checkpoint
+    stopped = sum("stopped by SIGTERM" in p.read_text() for p in logs)
+    if victim == "a worker":
+        assert proc.returncode == 2, out[-2000:] + err[-2000:]
+        assert out.count("a worker process of the study died (killed, or out of memory)") == 2
+        assert "run the same command again to resume them" in err and stopped == 1
+    else:
+        import time
+
+        deadline = time.time() + 60
+        while any(alive(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers)
+        assert sum("stopped by SIGTERM" in p.read_text() for p in logs) == 2
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "took over the lock" in r.stdout + "".join(p.read_text() for p in logs)  # the killed run's stale lock
+    assert "took over the lock" in r.stdout + "".join(p.read_text() for p in logs)  # a killed process's stale lock
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())["runs"]) == 2

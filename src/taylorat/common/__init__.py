@@ -6,6 +6,7 @@ registry.py hold the parts named below).
 * files written atomically (temp file in the same directory, fsync, rename, fsync the directory), sets
   of files written whole or not at all (:func:`atomic_folder`), and a writer's lock on a folder
   (:class:`FolderLock`);
+* a worker that stops with its parent (:func:`~taylorat.common.processes.stop_with_parent`);
 * devices, seeds, and [0,1] images from uint8 or float tensors;
 * :class:`Registry`, the name -> object table behind models, bases, attacks and datasets, with one
   "unknown ... did you mean" wording (:func:`did_you_mean`), and :func:`import_plugins`, which

@@ -32,6 +32,7 @@ import torch
 from .. import checkpoint as ckpt
 from .. import data as datasets
 from ..common import FolderLock, atomic_folder, atomic_write_text, read_json, resolve_device
+from ..common.processes import stop_with_parent
 from ..evaluate import attack_eps, check_dependencies, eps_from_run, evaluate, expand, get_attack
 from ..evaluate.builtin import ATTACK_OPTIONS, attack_options
 from ..train import train
@@ -218,7 +219,11 @@ def _shown(rec: dict[str, Any]) -> str:
 
 
 def _run_in_child(study: Study, run: RunSpec, surrogate: RunSpec | None, threads: int, log_path: str) -> str:
-    """One run in a worker process: train (resuming), evaluate; everything it prints goes to ``log_path``."""
+    """One run in a worker process: train (resuming), evaluate; everything it prints goes to ``log_path``.
+    A SIGKILLed parent sends the worker SIGTERM, so the run checkpoints and stops instead of going on alone; the
+    worker then exits, as nobody is left to take its result."""
+    parent = os.getppid()
+    stop_with_parent()
     torch.set_num_threads(threads)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as f:
@@ -233,10 +238,17 @@ def _run_in_child(study: Study, run: RunSpec, surrogate: RunSpec | None, threads
             quiet = dataclasses.replace(run.config, progress=False)
             train(quiet, resume=True, log=lambda ev: log(format_event(ev)) if ev["event"] != "step" else None)
             rec = evaluate_run(study, run, False, surrogate)
-        except BaseException:
+        except BaseException as e:
             log(traceback.format_exc())
+            if os.getppid() != parent:  # orphaned: the pool's queues would keep this process waiting forever
+                log("the study's parent process is gone: this worker exits")
+                f.flush()
+                os._exit(getattr(e, "exit_code", 1))
             raise
         log(f"done: {_shown(rec)}")
+        if os.getppid() != parent:  # the record is on disk; nobody is left to take the result
+            f.flush()
+            os._exit(0)
         return _shown(rec)
 
 

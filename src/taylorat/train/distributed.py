@@ -10,10 +10,7 @@ gloo on CPUs.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..common import TayloratError
+from ..common.processes import stop_with_parent
 
 
 @dataclass(frozen=True)
@@ -50,35 +48,13 @@ def setup(d: Dist, device: torch.device) -> torch.device:
     """Join the process group (once) and return this rank's device; the rank stops with its launcher."""
     if not d.enabled:
         return device
-    stop_with_launcher()
+    stop_with_parent()  # torchrun starts ranks in sessions of their own: a killed launcher would not stop them
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
-
-
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
-
-
-def stop_with_launcher() -> bool:
-    """Linux: SIGTERM to this rank when its launcher (torchrun) dies, even by SIGKILL, so that it checkpoints and
-    stops (:mod:`~taylorat.train.signals`) instead of training on alone, holding its run folder. torchrun starts
-    its ranks in sessions of their own: without this a killed launcher leaves them running. Returns whether the
-    signal is set (False elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):  # no C library to call: the rank runs as before
-        return False
-    if os.getppid() != parent:  # the launcher died before the signal was set
-        os.kill(os.getpid(), signal.SIGTERM)
-    return True
 
 
 def shutdown(d: Dist) -> None:
