@@ -149,7 +149,7 @@ def test_every_choice_key_stops_the_command_line_with_one_line(tmp_path, capsys,
 
 
 @pytest.mark.parametrize("error, one_line", [
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
                   "allocate 4096 bytes"), True),
     (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug stays a bug report

@@ -108,7 +108,7 @@ MEMORY_HINTS = {
 
 def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` is an allocation that failed: CUDA's OutOfMemoryError, or the CPU allocator's."""
-    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
         return True
     text = str(err)
     return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "CUDA out of memory" in text)
