@@ -17,8 +17,8 @@ Inputs, all read from ``benchmarks/results/h100-2026-11-26/`` (CIFAR-shaped 3×3
 Fashion-MNIST images are 1×28×28: every compute term is scaled by the pixel ratio 28²/32² = 0.766
 (one input channel changes only the first convolution); per-iteration overheads are not scaled.
 
-One seed = setup (install, once) + per method: process start, compile warm-up (×2: the per-epoch
-check's eval-mode graphs and the short last batch recompile too), ``epochs × ceil(n_train/B)`` steps,
+One seed = setup (install, once) + per method: process start, compile warm-up (×2: the short last batch
+recompiles the step's graphs with a dynamic batch size), ``epochs × ceil(n_train/B)`` steps,
 the per-epoch PGD-20 check, clean + PGD-20 + CW-20 on ``n`` test images and AutoAttack on ``n_aa``.
 AutoAttack's compute per phase: iterations × points still robust × ``unit_ms`` × a phase factor
 (APGD 1, FAB-T 1.5: its targeted gradient and projection, Square 1/3: a forward pass only).
@@ -54,7 +54,7 @@ class Assumptions:
 
     setup_s: float = 30.0  # pip install -e . and the AutoAttack wheel, once per call
     start_s: float = 5.0  # a process: import torch, read the four data files, build the model
-    compile_factor: float = 2.0  # training-step graphs measured; the check's eval graphs and last batch on top
+    compile_factor: float = 2.0  # training-step graphs measured; their dynamic-batch recompile on top
     aa_clean: float = 0.92  # share of the AutoAttack images APGD-CE attacks (clean accuracy)
     aa_robust: float = 0.80  # share APGD-T, FAB-T and Square attack (robust after APGD-CE; CPU study: 64 %)
     contention: float = 1.05  # side by side: GPU work of two processes time-sliced

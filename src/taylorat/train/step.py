@@ -14,8 +14,8 @@ the backward pass.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Callable
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -47,27 +47,46 @@ RECOMPILE_LIMIT = 16  # graphs kept per compiled function (torch's default is 8)
 
 def compile_for_training(model: nn.Module, method: Method, mode: str, memory_format: torch.memory_format,
                          ) -> Callable[..., LossParts] | None:
-    """The ``compile`` switch: compiles ``model.forward_features`` in place and returns the compiled loss
-    for :func:`train_step` (None and nothing compiled for ``mode="none"``).
+    """The ``compile`` switch: compiles ``model.forward_features`` in place for the training step and returns the
+    compiled loss for :func:`train_step` (None and nothing compiled for ``mode="none"``).
 
-    One run calls the features in several settings, each its own graph: the attack (input gradient),
-    no-grad passes, the training pass, the per-epoch check in fp32, each once more when the short last
-    batch makes the batch size dynamic. That is more than torch's 8 graphs, past which a function runs
-    eager; the limit is raised to :data:`RECOMPILE_LIMIT` for the process. Inputs are put in the exact
-    strides of ``memory_format`` first (:func:`~taylorat.train.speed.in_layout`), so that a layout
+    The step calls the features in three settings, each its own graph (the attack with an input gradient,
+    no-grad passes, the training pass), and again once the short last batch makes the batch size dynamic;
+    the per-epoch check runs them eager (:func:`eager_features`), as evaluation does. Past torch's limit of 8
+    graphs a function runs eager: it is raised to :data:`RECOMPILE_LIMIT` for the process. Inputs are put in
+    the exact strides of ``memory_format`` first (:func:`~taylorat.train.speed.in_layout`), so that a layout
     switch is never one more graph."""
     if mode == "none":
         return None
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
-    features = torch.compile(model.forward_features, mode=mode)
+    original = model.forward_features
+    features = torch.compile(original, mode=mode)
 
     def forward_features(x: torch.Tensor) -> torch.Tensor:
         return features(in_layout(x, memory_format))
 
+    forward_features.eager = original  # type: ignore[attr-defined]
     model.forward_features = forward_features
     return compiled_loss(method, mode)
+
+
+@contextmanager
+def eager_features(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block ``model`` runs its features eager, also where :func:`compile_for_training` compiled them:
+    the per-epoch check is short and evaluated in fp32, and compiling it would add its graphs to every run's
+    warm-up for little gain."""
+    compiled = model.__dict__.get("forward_features")
+    original = getattr(compiled, "eager", None)
+    if original is None:
+        yield model
+        return
+    model.forward_features = original
+    try:
+        yield model
+    finally:
+        model.forward_features = compiled
 
 
 def train_step(

@@ -45,7 +45,7 @@ from .run_dir import RunDirError, check_run_dir, config_diff, run_dir_state  # n
 from .schedule import describe, lr_at_step, paper_checkpoint_epochs, schedule_warning
 from .signals import StopOnSignal, Stopped
 from .speed import resolve_channels_last
-from .step import compile_for_training, train_step
+from .step import compile_for_training, eager_features, train_step
 
 METRICS = ("loss", "ce", "kl", "first", "second")
 
@@ -346,10 +346,11 @@ class Trainer:
                     record["averaged"] = self.avg.ready
                 if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
                     tv = time.time()
-                    ev = self.evaluate()
-                    record.update({f"{cfg.eval.select_on}_clean": ev["clean"],
-                                   f"{cfg.eval.select_on}_pgd": ev["pgd"]})
-                    record.update(self.track())
+                    with eager_features(self.model):
+                        ev = self.evaluate()
+                        record.update({f"{cfg.eval.select_on}_clean": ev["clean"],
+                                       f"{cfg.eval.select_on}_pgd": ev["pgd"]})
+                        record.update(self.track())
                     record["eval_seconds"] = time.time() - tv
                     if not self.best or ev["pgd"] >= self.best["pgd"]:
                         self.best, self.best_epoch = ev, epoch
