@@ -280,12 +280,14 @@ class Trainer:
         run_dir.save_last(self.out, tensors, meta)
 
     def evaluate(self) -> dict[str, float]:
-        """Clean and PGD accuracy (%) on the selection split (:class:`~taylorat.train.checks.EpochCheck`)."""
-        return self.check.evaluate()
+        """Clean and PGD accuracy (%) on the selection split (:class:`~taylorat.train.checks.EpochCheck`), eager."""
+        with eager_features(self.model):
+            return self.check.evaluate()
 
     def track(self) -> dict[str, float]:
-        """Clean and PGD accuracy (%) on the tracked test and training images (curves; never selection)."""
-        return self.check.track()
+        """Clean and PGD accuracy (%) on the tracked test and training images (curves; never selection), eager."""
+        with eager_features(self.model):
+            return self.check.track()
 
     def eval_model(self) -> torch.nn.Module:
         """The model the per-epoch check and the saved checkpoints use: the average once it exists."""
@@ -346,11 +348,10 @@ class Trainer:
                     record["averaged"] = self.avg.ready
                 if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
                     tv = time.time()
-                    with eager_features(self.model):
-                        ev = self.evaluate()
-                        record.update({f"{cfg.eval.select_on}_clean": ev["clean"],
-                                       f"{cfg.eval.select_on}_pgd": ev["pgd"]})
-                        record.update(self.track())
+                    ev = self.evaluate()
+                    record.update({f"{cfg.eval.select_on}_clean": ev["clean"],
+                                   f"{cfg.eval.select_on}_pgd": ev["pgd"]})
+                    record.update(self.track())
                     record["eval_seconds"] = time.time() - tv
                     if not self.best or ev["pgd"] >= self.best["pgd"]:
                         self.best, self.best_epoch = ev, epoch
