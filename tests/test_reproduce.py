@@ -360,7 +360,7 @@ def test_a_study_page_says_how_long_its_runs_took():
 
 
 def test_time_left_costs_each_run_as_its_label_did_so_far():
-    from taylorat.studies.runner import time_left
+    from taylorat.studies.pace import time_left
 
     assert time_left(["a", "b"], [], {}, 2) is None  # nothing timed yet: no guess
     took = {"a": [600.0, 800.0], "b": [6000.0]}
@@ -432,3 +432,16 @@ def test_a_killed_study_process_leaves_every_run_resumable(tmp_path, victim):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "took over the lock" in r.stdout + "".join(p.read_text() for p in logs)  # a killed process's stale lock
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())["runs"]) == 2
+
+
+def test_pace_times_only_runs_that_worked_and_says_what_is_left():
+    from taylorat.studies.pace import WORKED_S, Pace
+
+    pace, lines = Pace(jobs=2), []
+    pace.finished("a", WORKED_S - 1)  # read back, not trained: not timed
+    pace.report(["a"], [], lines.append)
+    assert lines == []
+    pace.finished("a", 1800.0)
+    pace.report(["a", "a"], [("a", 600.0)], lines.append)  # (1800 + 1800 + 1200) / 2 = 40 min
+    pace.report([], [], lines.append)  # nothing left: nothing said
+    assert lines == ["about 40 min left for 3 runs, from the runs timed in this call"]

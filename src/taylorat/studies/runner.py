@@ -40,6 +40,7 @@ from ..train.logs import format_event
 from .figures import has_curves, plot_curves
 from .flatness_of_last import flatness_of_last, flatness_settings
 from .flatness_page import plot_flatness_gap
+from .pace import Pace
 from .parallel_stop import StudyStopped, forward_to_workers, sigterm_raises
 from .render import render_readme
 from .reuse import reused_record, run_curves, same_settings, with_check_seconds
@@ -199,18 +200,15 @@ def run_study(study: Study, runs_dir: str | Path, out: str | Path, only: list[st
 
 def _run_each(study: Study, runs: list[RunSpec], progress: bool, log: Callable[[str], None]) -> None:
     by_key = {(r.label, r.seed): r for r in runs}
-    took: dict[str, list[float]] = {}
+    pace = Pace(jobs=1)
     for i, run in enumerate(runs, 1):
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed} -> {run.config.out_dir}")
         t = time.time()
         train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {_shown(rec)} ({time.time() - t:.0f}s in this call)")
-        if time.time() - t >= WORKED_S:
-            took.setdefault(run.label, []).append(time.time() - t)
-        left = time_left([r.label for r in runs[i:]], [], took, 1)
-        if left is not None and i < len(runs):
-            log(f"about {_hours(left)} left for {len(runs) - i} runs, from the runs timed in this call")
+        pace.finished(run.label, time.time() - t)
+        pace.report([r.label for r in runs[i:]], [], log)
 
 
 def _shown(rec: dict[str, Any]) -> str:
@@ -240,16 +238,19 @@ def _run_in_child(study: Study, run: RunSpec, surrogate: RunSpec | None, threads
             rec = evaluate_run(study, run, False, surrogate)
         except BaseException as e:
             log(traceback.format_exc())
-            if os.getppid() != parent:  # orphaned: the pool's queues would keep this process waiting forever
-                log("the study's parent process is gone: this worker exits")
-                f.flush()
-                os._exit(getattr(e, "exit_code", 1))
+            _exit_if_orphaned(parent, log, getattr(e, "exit_code", 1))
             raise
         log(f"done: {_shown(rec)}")
-        if os.getppid() != parent:  # the record is on disk; nobody is left to take the result
-            f.flush()
-            os._exit(0)
+        _exit_if_orphaned(parent, log, 0)  # the record is on disk either way
         return _shown(rec)
+
+
+def _exit_if_orphaned(parent: int, log: Callable[[str], None], code: int) -> None:
+    """Exit at once when the study's process is gone: nobody would take the result, and the pool's queues would
+    keep this worker waiting forever. (``log`` writes whole lines to a line-buffered file.)"""
+    if os.getppid() != parent:
+        log("the study's parent process is gone: this worker exits")
+        os._exit(code)
 
 
 def run_study_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int,
@@ -271,7 +272,7 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     logs = Path(runs_dir) / "logs"
     pending, running, finished, failed = list(runs), {}, set(), []
-    took: dict[str, list[float]] = {}  # seconds of the runs that trained or evaluated in this call, by label
+    pace = Pace(jobs)
     log(f"{len(runs)} runs, {jobs} at a time, {threads} CPU thread{'s' if threads > 1 else ''} each; "
         f"per-run logs in {logs}/")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
@@ -296,14 +297,10 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
                 for fut in done:
                     run, t, path = running.pop(fut)
                     _report(fut, run, t, path, finished, failed, log, len(finished) + len(failed) + 1, len(runs))
-                    if fut.exception() is None and time.time() - t >= WORKED_S:
-                        took.setdefault(run.label, []).append(time.time() - t)
+                    if fut.exception() is None:
+                        pace.finished(run.label, time.time() - t)
                 now = time.time()
-                left = time_left([r.label for r in pending], [(r.label, now - t) for r, t, _ in running.values()],
-                                 took, jobs)
-                if left is not None and (pending or running):
-                    log(f"about {_hours(left)} left for {len(pending) + len(running)} runs, from the runs timed "
-                        "in this call")
+                pace.report([r.label for r in pending], [(r.label, now - t) for r, t, _ in running.values()], log)
         except StudyStopped as e:  # a `kill PID`: the workers checkpoint their runs before the parent goes
             log(f"{signal.Signals(e.signum).name}: stopping {forward_to_workers(e.signum)} running run(s)")
             pool.shutdown(wait=True, cancel_futures=True)
@@ -312,28 +309,6 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return write_results(study, collect(study, runs_dir), out, runs_dir, command), failed
-
-
-WORKED_S = 30  # a run done sooner was already finished (its record read back), not timed
-
-
-def time_left(pending: list[str], running: list[tuple[str, float]], took: dict[str, list[float]],
-              jobs: int) -> float | None:
-    """Seconds until the study is done, ``jobs`` runs at a time: each run left costs the mean time of the runs
-    of its label timed so far (of all timed runs for a label not timed yet), less what a running one has had.
-    None before any run was timed."""
-    if not took:
-        return None
-    every = [t for ts in took.values() for t in ts]
-    cost = {label: sum(ts) / len(ts) for label, ts in took.items()}
-    fallback = sum(every) / len(every)
-    work = sum(cost.get(label, fallback) for label in pending)
-    work += sum(max(cost.get(label, fallback) - had, 0.0) for label, had in running)
-    return work / max(1, jobs)
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _report(fut: Future, run: RunSpec, t: float, path: Path, finished: set, failed: list,
