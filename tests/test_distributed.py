@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.procs import alive, children
+from helpers.procs import alive, children, rank_of
 
 # torchrun subprocesses; under `-n N --dist loadgroup` one at a time, in one worker (no two jobs share a port)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
@@ -241,12 +241,6 @@ def test_two_nodes_end_with_the_weights_of_one_node(resume_cfg, references, tmp_
     got = load_file(str(out / "last.safetensors"))
     assert got.keys() == ref.keys() and [k for k in ref if not torch.equal(got[k], ref[k])] == []
     assert json.loads((out / "summary.json").read_text())["best_epoch"] == best_epoch
-
-
-def rank_of(pid):
-    """The torchrun rank of process ``pid`` (its RANK environment variable)."""
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return int(next(v for v in f.read().split(b"\0") if v.startswith(b"RANK=")).split(b"=")[1])
 
 
 def test_a_killed_rank_stops_the_run_in_one_line_and_resume_ends_bit_identical(resume_cfg, references, tmp_path):

@@ -1,4 +1,4 @@
-"""Processes seen through Linux /proc: a launcher's children, what they run."""
+"""Processes seen through Linux /proc: a launcher's children, whether they run, their torchrun rank."""
 
 import os
 
@@ -24,3 +24,9 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+def rank_of(pid):
+    """The torchrun rank of process ``pid`` (its RANK environment variable)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return int(next(v for v in f.read().split(b"\0") if v.startswith(b"RANK=")).split(b"=")[1])
