@@ -243,3 +243,13 @@ def test_tiny_runs_the_whole_path_on_cpu_and_the_next_call_adds_a_seed(tmp_path)
     r = _script(out, "--dry-run", "--tiny", timeout=300)  # the next call would add seed 1
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert json.loads((out / "plan.json").read_text())["seed"] == 1 and "this call: seed 1:" in r.stdout
+
+
+def test_the_configs_measured_time_is_the_committed_calls():
+    """The study file's "Measured" lines quote the timing.json that the seed-0 call on a GPU wrote."""
+    timing = json.loads((gpu_study.ROOT / "benchmarks" / "results" / "h200-2026-11-28-gpu-study-seed0"
+                         / "timing.json").read_text())
+    assert timing["seed"] == 0 and timing["returncode"] == 0 and not timing["tiny"]
+    text = " ".join(line.lstrip("# ") for line in gpu_study.STUDY.read_text().splitlines())
+    assert (f"{timing['phases']['train_eval']:.0f} s to train and evaluate both, {timing['total_s']:.0f} s for the "
+            f"whole call, over the {timing['estimate']['side_by_side_s']:.0f} s estimate") in text
