@@ -63,6 +63,11 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[s
     atomic_write_bytes(path, b"".join((len(text).to_bytes(8, "little"), text, data)))
 
 
+def is_pickle(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a ``torch.save`` file (a zip archive or a bare pickle)."""
+    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON state of a checkpoint, without reading its tensors."""
     return load(path, tensors=False)[1]
@@ -85,7 +90,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", tensors: b
             raise InputError("header is not a JSON object")
         data = st_load(raw) if tensors else {}
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
+        if is_pickle(raw):
             raise CheckpointError(f"{path} is a pickle (torch.save) file; taylorat loads only safetensors "
                                   "checkpoints, which cannot run code") from None
         raise CheckpointError(f"{path} is not a taylorat checkpoint (not a valid safetensors file: {e})") from None
@@ -280,7 +285,7 @@ def read_foreign_state(path: str | os.PathLike, allow_pickle: bool = False) -> d
     if not path.is_file():
         raise CheckpointError(f"no file at {path}")
     raw = path.read_bytes()
-    if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
+    if is_pickle(raw):
         return read_pickled_state(path, allow_pickle)
     try:
         return dict(st_load(raw))

@@ -66,6 +66,7 @@ class ModelConfig:
 
     name: str = "preact_resnet18"
     activation: Literal["relu", "silu"] = "relu"  # silu: PreAct ResNet and WideResNet only
+    init: Union[str, None] = None  # a taylorat checkpoint to start from (train/init_weights.py); None: random
 
 
 @dataclass

@@ -14,6 +14,7 @@ from .. import data as datasets
 from .. import models
 from ..common import resolve_device
 from .config import Config
+from .init_weights import build_model
 from .schedule import describe, schedule_warning
 from .speed import resolve_channels_last
 from .trainer import RunDirError, check_run_dir, run_dir_state
@@ -26,6 +27,9 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
     options = {} if cfg.model.activation == "relu" else {"activation": cfg.model.activation}
     with torch.device("meta"):
         model = models.create(cfg.model.name, num_classes=classes, in_channels=channels, image_size=size, **options)
+    init = None  # a checkpoint to start from: read and fitted to the model as the run would
+    if cfg.model.init is not None:
+        init = build_model(cfg.model.name, classes, channels, size, cfg.model.init, **options)[1]
     x = d.extra
     pool = datasets.open_pool(x.path, channels, size, classes) if x.path else None
     params = sum(p.numel() for p in model.parameters())
@@ -42,6 +46,8 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
              f"device: {device}; precision {cfg.precision}, channels_last {cfg.channels_last} -> "
              f"{'on' if cl else 'off'} ({why}), compile {cfg.compile}",
              f"out_dir: {run_dir_state(cfg)}"]
+    if init is not None:
+        lines.insert(1, f"init: the weights of {init['path']} (sha256 {init['sha256'][:12]}...)")
     if pool is not None:
         per = datasets.extra_count(x.fraction, o.batch_size)
         lines.insert(2, f"extra data: {x.path} ({len(pool):,} images, {pool.nbytes / 2**20:.1f} MiB), "

@@ -249,7 +249,7 @@ def write_summary(t: Trainer) -> None:
     summary = {"name": cfg.name, "epochs": cfg.optim.epochs, "best_epoch": t.best_epoch,
                "best": t.best, "select_on": cfg.eval.select_on, "n_select": t.n_select,
                "method": {"name": cfg.method.name, **cfg.resolved_method()},
-               "minimizer": cfg.resolved_minimizer(),
+               "minimizer": cfg.resolved_minimizer(), "init": t.init,
                "data": {"dataset": t.dataset.name, **t.prep.info}, "world_size": t.dist.world,
                "environment": {"torch": torch.__version__, "device": str(t.device),
                                "cpu threads": torch.get_num_threads()},

@@ -53,6 +53,7 @@ def resolve_channels_last(setting: str, model: nn.Module, device: torch.device) 
     if spec is None:
         return False, "auto: not a taylorat model"
 
+    spec = {k: v for k, v in spec.items() if k not in ("mean", "std")}  # its buffers stay on the CPU; no MACs
     with torch.device("meta"):
         probe = models.create(**spec).eval()
     share = conv_share(probe, spec["in_channels"], spec["image_size"])

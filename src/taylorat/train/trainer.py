@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
-from .. import models
 from ..common import InputError, MissingDependency, derive_seed, remove_temp_files, resolve_device
 from ..objectives import Method, Minimizer, PairForward, Threat, make_minimizer
 from . import distributed, divergence, rank_state, run_dir, sync_bn
@@ -40,6 +39,7 @@ from .checks import EpochCheck
 from .config import Config
 from .curves import plot_histories
 from .divergence import TrainingDiverged  # noqa: F401 - importable from here, as before
+from .init_weights import build_model
 from .logs import format_event, make_sinks
 from .run_dir import RunDirError, check_run_dir, config_diff, run_dir_state  # noqa: F401 (importable here as before)
 from .schedule import describe, lr_at_step, paper_checkpoint_epochs, schedule_warning
@@ -92,8 +92,9 @@ class Trainer:
             raise InputError(f"the Taylor terms need >= 3 classes; {ds.name} has {ds.num_classes}")
         torch.manual_seed(cfg.seed)
         options = {} if cfg.model.activation == "relu" else {"activation": cfg.model.activation}
-        self.model = models.create(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
-                                   image_size=ds.image_size, **options).to(self.device)
+        model, self.init = build_model(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
+                                       cfg.model.init, **options)
+        self.model = model.to(self.device)
         if cfg.sync_bn and self.dist.enabled:
             self.model = sync_bn.convert(self.model, self.device)
         self.channels_last, self.channels_last_why = resolve_channels_last(cfg.channels_last, self.model,
@@ -330,7 +331,8 @@ class Trainer:
                  + (f" from {self.prep.info['source']}" if "source" in self.prep.info else "") + "), "
                  f"{cfg.method.name}, {o.epochs} epoch{'s' if o.epochs != 1 else ''}, {describe(o)}; "
                  f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last} -> "
-                 f"{'on' if self.channels_last else 'off'} ({self.channels_last_why})")
+                 f"{'on' if self.channels_last else 'off'} ({self.channels_last_why})"
+                 + (f"; started from the weights of {cfg.model.init}" if self.init else ""))
         warning = schedule_warning(o.epochs, o.milestones) if o.schedule == "step" else None
         if warning:
             self.log(f"WARNING: {warning}")
