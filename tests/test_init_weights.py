@@ -10,7 +10,7 @@ from taylorat import checkpoint as ckpt
 from taylorat import models
 from taylorat.cli import main
 from taylorat.common import InputError
-from taylorat.train import train
+from taylorat.train import ConfigError, train
 from taylorat.train.dryrun import dry_run
 from taylorat.train.trainer import Trainer
 from test_train import tiny
@@ -41,7 +41,7 @@ def test_the_run_starts_from_every_weight_and_buffer_of_the_checkpoint(source, t
     fresh = Trainer(tiny(tmp_path / "c"), **QUIET).model.state_dict()
     assert not all(torch.equal(fresh[k], want[k]) for k in want)  # which a random initialisation is not
     assert t.start_epoch == 1 and not t.opt.state  # only the weights: no momentum, epoch 1
-    assert t.init["path"] == str(path) and t.init["epoch"] == 1
+    assert t.init["path"] == str(path) and t.init["epoch"] == 1 and t.init["head"] == "keep"
 
 
 def test_a_finished_run_names_its_starting_point_and_resumes_to_the_same_weights(source, tmp_path):
@@ -78,7 +78,7 @@ def test_an_input_normalization_stored_in_the_checkpoint_comes_with_it(tmp_path)
 @pytest.mark.parametrize("change,match", [
     ({"model__name": "preact_resnet18"}, r"holds small_cnn with name='small_cnn'.*set model.name=small_cnn"),
     ({"data__options": {"n_train": 160, "n_test": 64, "channels": 1, "image_size": 8, "num_classes": 5}},
-     r"num_classes=10.*num_classes=5; a head for another number of classes is not replaced"),
+     r"num_classes=10.*num_classes=5; set model.init_head=new to train a fresh head"),
     ({"data__options": {"n_train": 160, "n_test": 64, "channels": 3, "image_size": 8}},
      r"in_channels=1.*in_channels=3; use a checkpoint of this dataset"),
 ])
@@ -116,3 +116,26 @@ def test_a_torch_save_state_dict_starts_a_run_after_taylorat_import(tmp_path):
                  "--image-size", "8", "--allow-pickle", "--out", str(out)]) == 0
     got = Trainer(tiny(tmp_path / "b", model__init=str(out)), **QUIET).model.state_dict()
     assert all(torch.equal(got[k], theirs[k]) for k in theirs)
+
+
+FIVE = {"n_train": 160, "n_test": 64, "channels": 1, "image_size": 8, "num_classes": 5}
+
+
+def test_a_new_head_takes_every_other_weight_and_fits_the_run_s_classes(source, tmp_path):
+    """Transfer: a 10-class checkpoint starts a 5-class run; the head is the architecture's own initialisation."""
+    path = source / "best.safetensors"
+    t = Trainer(tiny(tmp_path / "b", model__init=str(path), model__init_head="new", data__options=FIVE), **QUIET)
+    want, got = model_state(path), t.model.state_dict()
+    assert got["head.weight"].shape[0] == 5 and t.model.spec["num_classes"] == 5
+    assert all(torch.equal(got[k], want[k]) for k in want if not k.startswith("head."))
+    again = Trainer(tiny(tmp_path / "c", model__init=str(path), model__init_head="new", data__options=FIVE), **QUIET)
+    assert torch.equal(again.model.head.weight, t.model.head.weight)  # seeded: the same fresh head each time
+    same = Trainer(tiny(tmp_path / "d", model__init=str(path), model__init_head="new"), **QUIET)
+    assert not torch.equal(same.model.head.weight, want["head.weight"])  # new even where the classes agree
+    lines = dry_run(tiny(tmp_path / "e", model__init=str(path), model__init_head="new", data__options=FIVE))
+    assert any(line.endswith(", a new head") for line in lines)
+
+
+def test_a_new_head_needs_a_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="model.init_head=new replaces the head of a checkpoint: set model.init"):
+        tiny(tmp_path / "b", model__init_head="new")

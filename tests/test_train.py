@@ -99,7 +99,8 @@ def test_bad_config_values_get_one_line_errors(values, overrides, match):
 
 CHOICE_KEYS = {"precision", "channels_last", "compile", "taylor_stats", "checkpoints", "logging", "method.compat",
                "method.noise_scope", "attack.norm", "attack.mode", "attack.projection", "optim.average",
-               "eval.select_on", "minimizer.name", "model.activation", "optim.schedule", "data.extra.on_device"}
+               "eval.select_on", "minimizer.name", "model.activation", "model.init_head", "optim.schedule",
+               "data.extra.on_device"}
 RANGED_KEYS = {"seed", "log_every", "data.holdout", "data.train_subset", "method.beta", "method.eta", "method.eta2",
                "method.noise_std", "attack.eps", "attack.step", "attack.steps", "optim.epochs", "optim.batch_size",
                "optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.ema_decay", "optim.swa_start",
@@ -116,13 +117,16 @@ def test_choices_and_ranges_are_declared_on_their_fields():
     assert {key for key, *_, f in _leaves(from_dict({})) if "range" in f.metadata} == RANGED_KEYS
 
 
+NEEDS = {"model.init_head": ["model.init=weights.safetensors"]}  # keys whose values need another key set
+
+
 @pytest.mark.parametrize("key", sorted(CHOICE_KEYS))
 def test_every_choice_key_accepts_its_values_and_names_them_when_wrong(key):
     from taylorat.train.config import choices, validate
 
     allowed = choices()[key]
     for good in allowed:  # every declared value is accepted (true / false also as YAML booleans)
-        value = from_dict(overrides=[f"{key}={good}"])
+        value = from_dict(overrides=[f"{key}={good}", *NEEDS.get(key, [])])
         for part in key.split("."):
             value = getattr(value, part)
         assert value == ([good] if key == "logging" else good)

@@ -67,6 +67,7 @@ class ModelConfig:
     name: str = "preact_resnet18"
     activation: Literal["relu", "silu"] = "relu"  # silu: PreAct ResNet and WideResNet only
     init: Union[str, None] = None  # a taylorat checkpoint to start from (train/init_weights.py); None: random
+    init_head: Literal["keep", "new"] = "keep"  # new: a freshly initialised head for this dataset's classes
 
 
 @dataclass
@@ -387,6 +388,8 @@ def _validate_recipe(cfg: Config) -> None:
     _check(cfg.model.activation == "relu" or model_accepts(cfg.model.name, "activation"),
            f"model.activation={cfg.model.activation} needs a model that takes it (preact_resnet18, wrn_<depth>_"
            f"<width>); {cfg.model.name} has relu only")
+    _check(cfg.model.init_head == "keep" or cfg.model.init is not None,
+           "model.init_head=new replaces the head of a checkpoint: set model.init to one")
     base = split_name(cfg.method.name)[0]
     _check(cfg.method.label_smoothing == 0 or get_base(base).label_smoothing,
            f"method.label_smoothing: base {base!r} does not take it (trades, at, mart and awp-trades do)")

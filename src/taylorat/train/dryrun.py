@@ -29,7 +29,8 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
         model = models.create(cfg.model.name, num_classes=classes, in_channels=channels, image_size=size, **options)
     init = None  # a checkpoint to start from: read and fitted to the model as the run would
     if cfg.model.init is not None:
-        init = build_model(cfg.model.name, classes, channels, size, cfg.model.init, **options)[1]
+        init = build_model(cfg.model.name, classes, channels, size, cfg.model.init, cfg.model.init_head,
+                           **options)[1]
     x = d.extra
     pool = datasets.open_pool(x.path, channels, size, classes) if x.path else None
     params = sum(p.numel() for p in model.parameters())
@@ -47,7 +48,8 @@ def dry_run(cfg: Config, resume: bool = False) -> list[str]:
              f"{'on' if cl else 'off'} ({why}), compile {cfg.compile}",
              f"out_dir: {run_dir_state(cfg)}"]
     if init is not None:
-        lines.insert(1, f"init: the weights of {init['path']} (sha256 {init['sha256'][:12]}...)")
+        lines.insert(1, f"init: the weights of {init['path']} (sha256 {init['sha256'][:12]}...)"
+                        + (", a new head" if init["head"] == "new" else ""))
     if pool is not None:
         per = datasets.extra_count(x.fraction, o.batch_size)
         lines.insert(2, f"extra data: {x.path} ({len(pool):,} images, {pool.nbytes / 2**20:.1f} MiB), "

@@ -23,14 +23,17 @@ from .. import models
 from ..common import InputError
 
 NORMALIZATION = ("mean", "std")  # may come from the checkpoint: a model imported with its normalization
+HEAD = "head."  # every taylorat model's final nn.Linear (models.base.Classifier)
 
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int, init: str | None = None,
-                **options: Any) -> tuple[nn.Module, dict[str, Any] | None]:
-    """The run's model, and what it was initialised from (``{"path", "sha256", "epoch"}``, None when random).
+                head: str = "keep", **options: Any) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The run's model, and what it was initialised from (``{"path", "sha256", "epoch", "head"}``, None when random).
 
     ``init`` is a checkpoint path; its spec must equal the spec of ``models.create(name, ...)`` apart
-    from ``mean``/``std``, else a one-line InputError names the first field that differs.
+    from ``mean``/``std``, else a one-line InputError names the first field that differs. ``head="new"``
+    (transfer to another dataset, e.g. Hendrycks et al. 2019) loads everything but ``head``, which is
+    initialised as the architecture initialises it, for ``num_classes`` classes.
     """
     if init is None:
         return models.create(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
@@ -53,15 +56,19 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
         want = models.create(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                              **options).spec
     for key in dict.fromkeys([*want, *spec]):
-        if key in NORMALIZATION or want.get(key) == spec.get(key):
+        if key in NORMALIZATION or want.get(key) == spec.get(key) or (key == "num_classes" and head == "new"):
             continue
         fix = {"name": f"set model.name={spec.get('name')}",
-               "num_classes": "a head for another number of classes is not replaced; use a checkpoint of this dataset",
+               "num_classes": "set model.init_head=new to train a fresh head for this dataset's classes",
                "in_channels": "use a checkpoint of this dataset", "image_size": "use a checkpoint of this dataset",
                }.get(key, f"set model.{key}={spec.get(key)}")
         raise InputError(f"model.init={init} holds {spec.get('name')} with {key}={spec.get(key)!r}; this run builds "
                          f"{key}={want.get(key)!r}; {fix}")
-    model = ckpt.build_model(spec, tensors, str(path))
+    model = ckpt.build_model(spec, tensors, str(path))  # the spec checked against the file's tensors
+    if head == "new":
+        model = models.create(**{**spec, "num_classes": num_classes})
+        fresh = {ckpt.MODEL_PREFIX + k: v for k, v in model.state_dict().items() if k.startswith(HEAD)}
+        tensors = {**{k: v for k, v in tensors.items() if not k.startswith(ckpt.MODEL_PREFIX + HEAD)}, **fresh}
     ckpt.load_state_strict(model, tensors, str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return model, {"path": str(path), "sha256": digest, "epoch": meta.get("epoch")}
+    return model, {"path": str(path), "sha256": digest, "epoch": meta.get("epoch"), "head": head}

@@ -93,7 +93,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         options = {} if cfg.model.activation == "relu" else {"activation": cfg.model.activation}
         model, self.init = build_model(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
-                                       cfg.model.init, **options)
+                                       cfg.model.init, cfg.model.init_head, **options)
         self.model = model.to(self.device)
         if cfg.sync_bn and self.dist.enabled:
             self.model = sync_bn.convert(self.model, self.device)
@@ -332,7 +332,8 @@ class Trainer:
                  f"{cfg.method.name}, {o.epochs} epoch{'s' if o.epochs != 1 else ''}, {describe(o)}; "
                  f"device {self.device}, precision {cfg.precision}, channels_last {cfg.channels_last} -> "
                  f"{'on' if self.channels_last else 'off'} ({self.channels_last_why})"
-                 + (f"; started from the weights of {cfg.model.init}" if self.init else ""))
+                 + (f"; started from the weights of {cfg.model.init}" if self.init else "")
+                 + (" with a new head" if self.init and self.init["head"] == "new" else ""))
         warning = schedule_warning(o.epochs, o.milestones) if o.schedule == "step" else None
         if warning:
             self.log(f"WARNING: {warning}")
