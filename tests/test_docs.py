@@ -207,6 +207,47 @@ def test_front_page_states_the_extra_data_sanity_check():
     assert "docs/studies/recipe_extra_cpu/README.md" in section
 
 
+def test_front_page_states_what_the_taylor_terms_do_on_top_of_the_recipe():
+    """All 6 runs of the recipe study are in its results.json, the README quotes the table and every difference
+    with the pages' seed-spread judgement, and its `trades` runs retrace the sanity check's pool runs seed by seed."""
+    from taylorat.studies import study as studies
+
+    folder = ROOT / "docs" / "studies" / "recipe_taylor_cpu"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    st = studies.load(ROOT / "configs" / "studies" / "recipe_taylor_cpu.yaml")
+    planned = {(r.label, r.seed) for r in st.runs("runs")}
+    done = {(r["method"], r["seed"]) for r in runs}
+    assert len(planned) == 6 and done <= planned
+    for r in runs:  # clean, PGD-20, CW-20 on 1,000 test images, AutoAttack on 500
+        assert r["n"] == 1000 and r["n_aa"] == 500 and r["train_seconds"] > 0
+        assert r["clean"] >= r["pgd20"] and r["clean_on_aa_images"] >= r["aa"]
+    sanity = json.loads((ROOT / "docs" / "studies" / "recipe_extra_cpu" / "results.json").read_text())["runs"]
+    before = {r["seed"]: r for r in sanity if r["method"] == "250 images + pool"}
+    for r in (r for r in runs if r["method"] == "trades + recipe"):  # the same training, seed by seed
+        assert (r["best_epoch"], r["clean"], r["pgd20"]) == tuple(before[r["seed"]][k] for k in
+                                                                  ("best_epoch", "clean", "pgd20")), r["seed"]
+    section = (ROOT / "README.md").read_text().split("## Today's recipe")[1].split("\n## ")[0]
+    flat = " ".join(section.split())
+    assert "docs/studies/recipe_taylor_cpu/README.md" in section
+    if done != planned:
+        assert f"**Not yet run to the end**: {len(done)} of the 6 runs are in" in flat
+        assert "no result is claimed here until all 6 are" in flat and "| trades + recipe |" not in section
+        return
+    assert "Not yet run to the end" not in flat
+    labels = ["trades + recipe", "trades+1st+2nd + recipe"]
+    s = summarise(runs, labels)
+    keys = (("clean", "clean"), ("pgd20", "PGD-20"), ("cw20", "CW-20"), ("aa", "AutoAttack"))
+    for label in labels:
+        row = f"| {label} | " + " | ".join(f"{s[label][k]['mean']:.2f} ± {s[label][k]['std']:.2f}" for k, _ in keys)
+        assert row + " |" in section, row
+    for key, name in keys:
+        a, b = ((s[label][key]["mean"], s[label][key]["std"]) for label in labels)
+        where = "inside" if within_spread(a, b) else "outside"
+        phrase = f"{name} {b[0] - a[0]:+.2f} ({where} the seed spread ±{seed_spread(a, b):.2f})"
+        assert phrase in flat, phrase
+    assert "retrace the sanity check's `250 images + pool` runs" in flat
+
+
 def test_front_page_states_how_far_the_flatness_study_is():
     """The README's flatness section counts the runs in the study's results.json; while some are missing it
     claims nothing, and once all 18 are in it names the flattest method and Pearson r as the page computes them."""

@@ -203,6 +203,17 @@ def test_slow_attacks_report_progress(trained, capsys):
     assert "RayS on 4 images" in text and "query" in text
 
 
+def test_a_log_gets_each_attack_as_it_starts_and_ends(trained):
+    model, ds, _ = trained
+    lines = []
+    res = evaluate(model, ds, ["clean", "pgd20", "sweep"], n=8, eps=0.1, step=0.01, progress=False, log=lines.append)
+    assert [line.split(" ...")[0].split(":")[0] for line in lines] == [
+        "clean on 8 images (eps 0.1)", "clean on 8 images", "pgd20 on 8 images (eps 0.1)", "pgd20 on 8 images",
+        "sweep on 8 images (eps 0.1)", "sweep on 8 images"]
+    assert lines[3].startswith(f"pgd20 on 8 images: {res.results['pgd20']:.2f} (") and lines[3].endswith(" s)")
+    assert lines[5].startswith("sweep on 8 images: done (")  # a curve, not one accuracy
+
+
 def test_randomized_models_get_eot_automatically_and_by_flag(trained):
     model, ds, _ = trained
     res = evaluate(Noisy(model), ds, ["clean", "pgd20", "aa"], n=4, eps=0.1, progress=False)

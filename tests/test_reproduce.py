@@ -207,7 +207,12 @@ def test_parallel_runs_give_the_records_of_sequential_ones(tmp_path, capfd):
     assert [{k: r[k] for k in keys} for r in par["runs"]] == [{k: r[k] for k in keys} for r in seq["runs"]]
     assert sum(x.startswith("started ") for x in lines) == 2 and any(x.startswith("[2/2] ") for x in lines)
     for label in ("trades", "trades_1st_2nd"):
-        assert "done: clean" in (tmp_path / "par" / "logs" / f"{label}_seed0.log").read_text()
+        text = (tmp_path / "par" / "logs" / f"{label}_seed0.log").read_text()
+        assert "done: clean" in text
+        # the evaluation says what it is doing: the checkpoint, then each attack as it starts and ends
+        assert "evaluating best.safetensors (epoch 1)" in text and "pgd20 on 12 images (eps " in text
+        rec = next(r for r in par["runs"] if studies.slug(r["method"]) == label)
+        assert f"pgd20 on 12 images: {rec['pgd20']:.2f} (" in text
     assert main(["reproduce", str(STUDY), *TINY, "--jobs", "0"]) == 2
     assert "--jobs must be >= 1" in capfd.readouterr().err
 

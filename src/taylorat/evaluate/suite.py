@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -120,6 +120,7 @@ def evaluate(
     rays_queries: int = builtin.RAYS_QUERIES,
     progress: bool = True,
     eot: int | None = None,
+    log: Callable[[str], None] | None = None,
     **options: Any,
 ) -> EvalResult:
     """Accuracy (%) of ``model`` on ``data`` (``(x, y)`` or a Dataset's test split) under each attack.
@@ -133,6 +134,9 @@ def evaluate(
     ``eot``: draws per gradient for a randomized model (PGD/CW average the gradient over them,
     AutoAttack runs its ``rand`` version). None: 1, or ``EOT_DRAWS`` when two forward passes of
     the model disagree, with a note in the report.
+
+    ``log``: a line when each attack starts and when it ends (its accuracy and seconds), for a log file
+    that gets no progress bar (a study's workers).
     """
     names = expand(attacks)
     options = {"surrogate": surrogate, "surrogate_id": surrogate_id, "cache_dir": cache_dir,
@@ -156,9 +160,14 @@ def evaluate(
             t = time.time()
             e = attack_eps(name, norm, eps, eps_by_attack)
             st = step if step is not None else (REFERENCE_STEP[norm] if e == REFERENCE_EPS[norm] else e / 10)
+            if log is not None:
+                log(f"{name} on {len(y)} images (eps {e:g}) ...")
             _run_attack(name, EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options, eot),
                         res)
             res.seconds[name] = time.time() - t
+            if log is not None:
+                acc = f"{res.results[name]:.2f}" if name in res.results else "done"
+                log(f"{name} on {len(y)} images: {acc} ({res.seconds[name]:.0f} s)")
     finally:
         model.train(was_training)
     res.flags = masking_flags(res)

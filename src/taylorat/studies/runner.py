@@ -102,9 +102,10 @@ def _subset_sizes(settings: dict[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
-                 surrogate: RunSpec | None = None) -> dict[str, Any]:
-    """Evaluate one finished run's best checkpoint (and ``last`` when asked), or reuse its eval.json."""
+def evaluate_run(study: Study, run: RunSpec, progress: bool = True, surrogate: RunSpec | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate one finished run's best checkpoint (and ``last`` when asked), or reuse its eval.json;
+    ``log`` gets a line as each attack starts and ends."""
     out = Path(run.config.out_dir)
     settings = _eval_settings(study, run)
     device = resolve_device(run.config.device)
@@ -122,16 +123,19 @@ def evaluate_run(study: Study, run: RunSpec, progress: bool = True,
     ds = datasets.load(d.dataset, d.data_dir, download=False, **d.options)
     t = time.time()
     kw = dict(step=settings["step"], norm=settings["norm"], seed=settings["seed"], eps_by_attack=settings["attack_eps"],
-              batch_size=study.evaluate.batch_size, progress=progress,
+              batch_size=study.evaluate.batch_size, progress=progress, log=log,
               **{k: settings.get(k, v) for o in ATTACK_OPTIONS.values() for k, v in o.options.items()})
     if "surrogate" in settings:
         sur_model, _ = _best(surrogate, device)
         kw.update(surrogate=sur_model, surrogate_id=f"{surrogate.label}/seed{surrogate.seed}",
                   cache_dir=Path(surrogate.config.out_dir) / "transfer_cache")
+    say = log or (lambda msg: None)
+    say(f"evaluating best.safetensors (epoch {meta.get('epoch')})")
     row, warnings, flags = _evaluate_subsets(model, ds, settings, kw)
     summary = read_json(out / "summary.json", "run summary", "train the run again")
     if settings.get("last"):
         last_model, last_meta = ckpt.load_model(out / "last.safetensors", device)
+        say(f"evaluating last.safetensors (epoch {last_meta.get('epoch')})")
         res = evaluate(last_model, ds, settings["last"], n=settings["n"], **kw)
         row["last"] = {k: round(v, 2) for k, v in res.results.items()}
         row["last_epoch"] = last_meta.get("epoch")
@@ -235,7 +239,7 @@ def _run_in_child(study: Study, run: RunSpec, surrogate: RunSpec | None, threads
             # and the log already gets a line per epoch
             quiet = dataclasses.replace(run.config, progress=False)
             train(quiet, resume=True, log=lambda ev: log(format_event(ev)) if ev["event"] != "step" else None)
-            rec = evaluate_run(study, run, False, surrogate)
+            rec = evaluate_run(study, run, False, surrogate, log)
         except BaseException as e:
             log(traceback.format_exc())
             _exit_if_orphaned(parent, log, getattr(e, "exit_code", 1))
