@@ -208,8 +208,9 @@ def test_front_page_states_the_extra_data_sanity_check():
 
 
 def test_front_page_states_what_the_taylor_terms_do_on_top_of_the_recipe():
-    """All 6 runs of the recipe study are in its results.json, the README quotes the table and every difference
-    with the pages' seed-spread judgement, and its `trades` runs retrace the sanity check's pool runs seed by seed."""
+    """The recipe study's `trades` runs retrace the sanity check's pool runs seed by seed; while runs are missing the
+    README counts them and claims nothing, and once all 6 are in it quotes the table and every difference with the
+    pages' seed-spread judgement."""
     from taylorat.studies import study as studies
 
     folder = ROOT / "docs" / "studies" / "recipe_taylor_cpu"
