@@ -42,11 +42,10 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
     if path.is_dir():
         raise InputError(f"model.init={init} is a folder; give one of its checkpoints, e.g. "
                          f"{path / 'best.safetensors'}")
-    if path.is_file():
-        with path.open("rb") as f:
-            if ckpt.is_pickle(f.read(4)):
-                raise InputError(f"model.init={init} is a torch.save pickle; convert it once with `taylorat import "
-                                 "FILE --model NAME --allow-pickle --out W.safetensors`, then model.init=W.safetensors")
+    raw = path.read_bytes() if path.is_file() else b""  # a missing file: ckpt.load says so
+    if ckpt.is_pickle(raw):
+        raise InputError(f"model.init={init} is a torch.save pickle; convert it once with `taylorat import "
+                         "FILE --model NAME --allow-pickle --out W.safetensors`, then model.init=W.safetensors")
     tensors, meta = ckpt.load(path)
     spec = meta.get("model")
     if not isinstance(spec, dict):
@@ -64,11 +63,12 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
                }.get(key, f"set model.{key}={spec.get(key)}")
         raise InputError(f"model.init={init} holds {spec.get('name')} with {key}={spec.get(key)!r}; this run builds "
                          f"{key}={want.get(key)!r}; {fix}")
-    model = ckpt.build_model(spec, tensors, str(path))  # the spec checked against the file's tensors
+    # the spec now equals the run's own (but for the normalization and, with a new head, the classes): built as is,
+    # then every tensor of the file must fit it
+    model = models.create(**{**spec, "num_classes": num_classes})
     if head == "new":
-        model = models.create(**{**spec, "num_classes": num_classes})
         fresh = {ckpt.MODEL_PREFIX + k: v for k, v in model.state_dict().items() if k.startswith(HEAD)}
         tensors = {**{k: v for k, v in tensors.items() if not k.startswith(ckpt.MODEL_PREFIX + HEAD)}, **fresh}
     ckpt.load_state_strict(model, tensors, str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(raw).hexdigest()
     return model, {"path": str(path), "sha256": digest, "epoch": meta.get("epoch"), "head": head}
