@@ -439,14 +439,26 @@ def test_a_killed_study_process_leaves_every_run_resumable(tmp_path, victim):
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())["runs"]) == 2
 
 
-def test_pace_times_only_runs_that_worked_and_says_what_is_left():
-    from taylorat.studies.pace import WORKED_S, Pace
+def test_pace_times_only_runs_that_started_from_scratch_and_says_what_is_left(tmp_path):
+    """A run that resumes, or is only evaluated or read back, does part of a run's work in this call: timing it
+    would make the estimate too short (a study resumed at a finished run's flatness once said "about 8 min left
+    for 8 runs" of about an hour each)."""
+    from taylorat.studies.pace import Pace, from_scratch
 
+    run = tmp_path / "trades" / "seed0"
+    assert from_scratch(run)  # no folder yet
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("{}")
+    assert from_scratch(run)  # made, but no epoch trained
+    for name in ("last.safetensors", "last.prev.safetensors", "eval.json"):
+        (run / name).write_text("x")
+        assert not from_scratch(run), name
+        (run / name).unlink()
     pace, lines = Pace(jobs=2), []
-    pace.finished("a", WORKED_S - 1)  # read back, not trained: not timed
+    pace.finished("a", 300.0, scratch=False)  # resumed or read back: not timed
     pace.report(["a"], [], lines.append)
     assert lines == []
-    pace.finished("a", 1800.0)
+    pace.finished("a", 1800.0, scratch=True)
     pace.report(["a", "a"], [("a", 600.0)], lines.append)  # (1800 + 1800 + 1200) / 2 = 40 min
     pace.report([], [], lines.append)  # nothing left: nothing said
     assert lines == ["about 40 min left for 3 runs, from the runs timed in this call"]

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
-WORKED_S = 30  # a run done sooner was already finished (its record read back), not timed
+# what a run folder holds once a run has trained an epoch or been evaluated
+PRIOR_WORK = ("last.safetensors", "last.prev.safetensors", "eval.json")
+
+
+def from_scratch(run_dir: str | Path) -> bool:
+    """True when the run has done no work yet: its time in this call is what a whole run costs. A run that
+    resumes, or is only evaluated (or read back), takes a part of it and would make the estimate too short."""
+    return not any((Path(run_dir) / name).exists() for name in PRIOR_WORK)
 
 
 def time_left(pending: list[str], running: list[tuple[str, float]], took: dict[str, list[float]],
@@ -23,13 +31,14 @@ def time_left(pending: list[str], running: list[tuple[str, float]], took: dict[s
 
 
 class Pace:
-    """The runs timed in this call (:data:`WORKED_S` or longer), by label, and the time the study has left."""
+    """The runs timed in this call (those that started from scratch, :func:`from_scratch`), by label, and the
+    time the study has left."""
 
     def __init__(self, jobs: int):
         self.jobs, self.took = jobs, {}
 
-    def finished(self, label: str, seconds: float) -> None:
-        if seconds >= WORKED_S:
+    def finished(self, label: str, seconds: float, scratch: bool) -> None:
+        if scratch:
             self.took.setdefault(label, []).append(seconds)
 
     def report(self, pending: list[str], running: list[tuple[str, float]], log: Callable[[str], None]) -> None:

@@ -40,7 +40,7 @@ from ..train.logs import format_event
 from .figures import has_curves, plot_curves
 from .flatness_of_last import flatness_of_last, flatness_settings
 from .flatness_page import plot_flatness_gap
-from .pace import Pace
+from .pace import Pace, from_scratch
 from .parallel_stop import StudyStopped, forward_to_workers, sigterm_raises
 from .render import render_readme
 from .reuse import reused_record, run_curves, same_settings, with_check_seconds
@@ -207,11 +207,11 @@ def _run_each(study: Study, runs: list[RunSpec], progress: bool, log: Callable[[
     pace = Pace(jobs=1)
     for i, run in enumerate(runs, 1):
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed} -> {run.config.out_dir}")
-        t = time.time()
+        t, scratch = time.time(), from_scratch(run.config.out_dir)
         train(run.config, resume=True, log=lambda ev: log(format_event(ev)) if ev['event'] != 'step' else None)
         rec = evaluate_run(study, run, progress, by_key.get((run.surrogate, run.seed)))
         log(f"[{i}/{len(runs)}] {run.label} seed {run.seed}: {_shown(rec)} ({time.time() - t:.0f}s in this call)")
-        pace.finished(run.label, time.time() - t)
+        pace.finished(run.label, time.time() - t, scratch)
         pace.report([r.label for r in runs[i:]], [], log)
 
 
@@ -289,8 +289,9 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
                     pending.remove(run)
                     sur = by_key.get((run.surrogate, run.seed))
                     path = logs / f"{slug(run.label)}_seed{run.seed}.log"
+                    scratch = from_scratch(run.config.out_dir)
                     fut = pool.submit(_run_in_child, study, run, sur, threads, str(path))
-                    running[fut] = (run, time.time(), path)
+                    running[fut] = (run, time.time(), path, scratch)
                     log(f"started {run.label} seed {run.seed} (log: {path})")
                 if not running:  # what is left waits for a surrogate that failed
                     for run in pending:
@@ -302,7 +303,7 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
                     run, t, path = running.pop(fut)
                     _report(fut, run, t, path, finished, failed, log, len(finished) + len(failed) + 1, len(runs))
                     if fut.exception() is None:
-                        pace.finished(run.label, time.time() - t)
+                        pace.finished(run.label, time.time() - t, scratch)
                 now = time.time()
                 pace.report([r.label for r in pending], [(r.label, now - t) for r, t, _ in running.values()], log)
         except StudyStopped as e:  # a `kill PID`: the workers checkpoint their runs before the parent goes
