@@ -124,6 +124,7 @@ def _rec(method, seed, pgd_mid, gap):
                                                        "track_test_pgd": [40, 50]},
             "flatness": {"alphas": [0.05, 0.1, 0.2], "clean": [0.01, 0.02 + pgd_mid / 10, 0.2],
                          "pgd": [0.01, pgd_mid, 0.5], "clean_std": [0] * 3, "pgd_std": [0] * 3,
+                         "loss_at_w": {"clean": 0.6 + seed / 10, "pgd": 0.9 + pgd_mid},
                          "settings": {"n": 500, "draws": 5, "steps": 10, "eps": 0.1}}}
 
 
@@ -132,7 +133,8 @@ def test_flatness_section_says_what_the_records_show(tmp_path):
            [_rec("trades+1st+2nd", s, 0.50 + 0.01 * s, 30 + s) for s in range(3)]
     text = "\n".join(flatness_section(runs, ["trades", "trades+1st+2nd"]))
     assert "| trades | 3 | 0.010 ± 0.000 | 0.051 ± 0.001 | 0.200 ± 0.000 | 0.010 ± 0.000 | 0.310 ± 0.010 |" in text
-    assert "| 21.00 ± 1.00 |" in text and "| 31.00 ± 1.00 |" in text
+    assert "| 21.00 ± 1.00 | 0.700 ± 0.100 | 1.210 ± 0.010 |" in text  # the gap, then L(w) clean and under PGD
+    assert "| 31.00 ± 1.00 | 0.700 ± 0.100 | 1.410 ± 0.010 |" in text
     assert "Flattest under attack (smallest mean PGD loss increase at α = 0.1): `trades` (0.310)" in text
     r = pearson([0.30, 0.31, 0.32, 0.50, 0.51, 0.52], [20, 21, 22, 30, 31, 32])
     assert r > 0.99 and f"flatness tracks the robust generalisation gap: Pearson r = {r:+.2f}" in text

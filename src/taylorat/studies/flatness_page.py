@@ -59,16 +59,18 @@ def flatness_section(runs: list[dict[str, Any]], labels: list[str]) -> list[str]
              f"Weight-space flatness of each run's `last` checkpoint on the first {f0['n']} test images: the loss "
              f"increase `L(w + α·d) − L(w)` averaged over {f0['draws']} random filter-normalized directions `d` "
              f"(Li et al. 2018; α relative to each filter's norm), clean and under PGD-{f0['steps']} "
-             f"(ε={f0['eps']:.4g}) made against each perturbed model; smaller is flatter. Gap: PGD-20 on the "
-             "tracked training images minus on the tracked test images at the last epoch. Mean ± std over seeds:", "",
+             f"(ε={f0['eps']:.4g}) made against each perturbed model; smaller is flatter. `L(w)` is the loss at "
+             "the checkpoint itself, the point each increase starts from. Gap: PGD-20 on the tracked training "
+             "images minus on the tracked test images at the last epoch. Mean ± std over seeds:", "",
              "| method | runs | " + " | ".join(f"clean Δloss α={a}" for a in alphas) + " | "
-             + " | ".join(f"PGD Δloss α={a}" for a in alphas) + " | train − test (last) |",
-             "| --- | --- | " + " | ".join("---" for _ in alphas * 2) + " | --- |"]
+             + " | ".join(f"PGD Δloss α={a}" for a in alphas) + " | train − test (last) | clean L(w) | PGD L(w) |",
+             "| --- | --- | " + " | ".join("---" for _ in alphas * 2) + " | --- | --- | --- |"]
     by = {m: [r for r in rs if r["method"] == m] for m in labels if any(r["method"] == m for r in rs)}
     for m, mine in by.items():
         cells = [_pm([r["flatness"][k][i] for r in mine]) for k in ("clean", "pgd") for i in range(len(alphas))]
         gap = _pm([train_test_gap(r) for r in mine], 2)
-        lines.append(f"| {m} | {len(mine)} | " + " | ".join(cells) + f" | {gap} |")
+        at_w = [_pm([r["flatness"]["loss_at_w"][k] for r in mine]) for k in ("clean", "pgd")]
+        lines.append(f"| {m} | {len(mine)} | " + " | ".join([*cells, gap, *at_w]) + " |")
     return lines + [""] + flatness_findings(by, mid)
 
 
