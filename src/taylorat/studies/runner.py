@@ -300,12 +300,12 @@ def _run_parallel(study: Study, runs_dir: str | Path, out: str | Path, jobs: int
                     break
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in done:
-                    run, t, path = running.pop(fut)
+                    run, t, path, scratch = running.pop(fut)
                     _report(fut, run, t, path, finished, failed, log, len(finished) + len(failed) + 1, len(runs))
                     if fut.exception() is None:
                         pace.finished(run.label, time.time() - t, scratch)
                 now = time.time()
-                pace.report([r.label for r in pending], [(r.label, now - t) for r, t, _ in running.values()], log)
+                pace.report([r.label for r in pending], [(r.label, now - t) for r, t, *_ in running.values()], log)
         except StudyStopped as e:  # a `kill PID`: the workers checkpoint their runs before the parent goes
             log(f"{signal.Signals(e.signum).name}: stopping {forward_to_workers(e.signum)} running run(s)")
             pool.shutdown(wait=True, cancel_futures=True)
