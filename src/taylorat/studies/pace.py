@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-# what a run folder holds once a run has trained an epoch or been evaluated
-PRIOR_WORK = ("last.safetensors", "last.prev.safetensors", "eval.json")
+from ..train.run_dir import RESUMABLE
+
+# what a run folder holds once a run has trained an epoch (its resumable checkpoints) or been evaluated
+PRIOR_WORK = (*RESUMABLE, "eval.json")
 
 
 def from_scratch(run_dir: str | Path) -> bool:
