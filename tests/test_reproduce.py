@@ -36,6 +36,8 @@ def test_shipped_study_validates():
 def test_study_end_to_end_on_synthetic_data(tmp_path, capsys):
     runs_dir, out = tmp_path / "runs", tmp_path / "docs"
     assert main(["reproduce", str(STUDY), *TINY, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
+    first = capsys.readouterr()
+    assert "left for 1 runs" in first.out + first.err  # timed from the first run, which trained from scratch
     res = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["seed"]) for r in res["runs"]] == [("trades", 0), ("trades+1st+2nd", 0)]
     for r in res["runs"]:
@@ -50,6 +52,8 @@ def test_study_end_to_end_on_synthetic_data(tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.safetensors")}
     assert main(["reproduce", str(STUDY), *TINY, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
     assert before == {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.safetensors")}
+    second = capsys.readouterr()  # runs read back are not timed: no estimate from them
+    assert "[1/2] trades seed 0" in second.out + second.err and "left for" not in second.out + second.err
     assert json.loads((out / "results.json").read_text())["runs"] == res["runs"]
     # re-render only
     (out / "README.md").unlink()
