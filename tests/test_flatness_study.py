@@ -139,7 +139,13 @@ def test_flatness_section_says_what_the_records_show(tmp_path):
     r = pearson([0.30, 0.31, 0.32, 0.50, 0.51, 0.52], [20, 21, 22, 30, 31, 32])
     assert r > 0.99 and f"flatness tracks the robust generalisation gap: Pearson r = {r:+.2f}" in text
     assert "`trades+1st+2nd` vs `trades`: PGD loss increase +0.200 (outside the seed spread ±0.020): the Taylor " \
-           "terms make it sharper." in text
+           "terms make it sharper. Both start from the same clean L(w) within the seed spread (0.700 and " \
+           "0.700)." in text
+    for r in runs[3:]:
+        r["flatness"]["loss_at_w"]["clean"] += 0.5
+    text = "\n".join(flatness_section(runs, ["trades", "trades+1st+2nd"]))
+    assert "make it sharper. The increases start from a higher clean L(w), 1.200 against 0.700 (outside the seed " \
+           "spread ±0.200)." in text
     assert plot_flatness_gap(runs, ["trades", "trades+1st+2nd"], tmp_path / "f.png").stat().st_size > 5000
     assert flatness_section([{k: v for k, v in r.items() if k != "flatness"} for r in runs], ["trades"]) == []
     few = "\n".join(flatness_section(runs[:2], ["trades"]))

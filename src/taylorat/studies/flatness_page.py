@@ -97,8 +97,19 @@ def flatness_findings(by: dict[str, list[dict[str, Any]]], mid: float) -> list[s
             out.append(f"- `{b}` vs `{a}`: PGD loss increase {d:+.3f} "
                        f"({'inside' if inside else 'outside'} the seed spread ±{means[a][1] + means[b][1]:.3f}): "
                        + ("the Taylor terms cannot be told apart here." if inside else
-                          ("the Taylor terms make it sharper." if d > 0 else "the Taylor terms make it flatter.")))
+                          ("the Taylor terms make it sharper." if d > 0 else "the Taylor terms make it flatter."))
+                       + _starting_point(by[a], by[b]))
     return out
+
+
+def _starting_point(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
+    """Whether the two methods' increases start from the same clean loss ``L(w)`` (a sharper run may just sit
+    higher up the loss surface)."""
+    la, lb = (seed_stats([r["flatness"]["loss_at_w"]["clean"] for r in rs]) for rs in (a, b))
+    if within_spread(la, lb):
+        return f" Both start from the same clean L(w) within the seed spread ({lb[0]:.3f} and {la[0]:.3f})."
+    return (f" The increases start from a {'higher' if lb[0] > la[0] else 'lower'} clean L(w), {lb[0]:.3f} "
+            f"against {la[0]:.3f} (outside the seed spread ±{la[1] + lb[1]:.3f}).")
 
 
 def plot_flatness_gap(runs: list[dict[str, Any]], labels: list[str], path: str | Path, title: str = "") -> Path | None:
