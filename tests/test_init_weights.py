@@ -81,6 +81,8 @@ def test_an_input_normalization_stored_in_the_checkpoint_comes_with_it(tmp_path)
      r"num_classes=10.*num_classes=5; set model.init_head=new to train a fresh head"),
     ({"data__options": {"n_train": 160, "n_test": 64, "channels": 3, "image_size": 8}},
      r"in_channels=1.*in_channels=3; use a checkpoint of this dataset"),
+    ({"data__options": {"n_train": 160, "n_test": 64, "channels": 1, "image_size": 16}},
+     r"image_size=8.*image_size=16; use a checkpoint of this dataset"),
 ])
 def test_a_checkpoint_of_another_model_is_refused_by_name(source, tmp_path, change, match):
     cfg = tiny(tmp_path / "b", model__init=str(source / "best.safetensors"), **change)
