@@ -18,18 +18,18 @@ def from_scratch(run_dir: str | Path) -> bool:
 
 
 def time_left(pending: list[str], running: list[tuple[str, float]], took: dict[str, list[float]],
-              jobs: int) -> float | None:
-    """Seconds until the study is done, ``jobs`` runs at a time: each run left costs the mean time of the runs
-    of its label timed so far (of all timed runs for a label not timed yet), less what a running one has had.
+              jobs: int) -> tuple[float, list[str]] | None:
+    """Seconds until the runs of the labels timed so far are done, ``jobs`` runs at a time (each costs the mean
+    time of its label's timed runs, less what a running one has had), and the labels of the runs left that were
+    not timed yet (one entry per run: their cost is unknown, a guess from other labels can be off by hours).
     None before any run was timed."""
     if not took:
         return None
-    every = [t for ts in took.values() for t in ts]
     cost = {label: sum(ts) / len(ts) for label, ts in took.items()}
-    fallback = sum(every) / len(every)
-    work = sum(cost.get(label, fallback) for label in pending)
-    work += sum(max(cost.get(label, fallback) - had, 0.0) for label, had in running)
-    return work / max(1, jobs)
+    work = sum(cost[label] for label in pending if label in cost)
+    work += sum(max(cost[label] - had, 0.0) for label, had in running if label in cost)
+    untimed = [label for label in [*pending, *(label for label, _ in running)] if label not in cost]
+    return work / max(1, jobs), untimed
 
 
 class Pace:
@@ -44,8 +44,22 @@ class Pace:
             self.took.setdefault(label, []).append(seconds)
 
     def report(self, pending: list[str], running: list[tuple[str, float]], log: Callable[[str], None]) -> None:
-        """Log ``about 2.5 h left for 7 runs`` while runs are left and one was timed."""
+        """Log ``about 2.5 h left for 7 runs`` while runs of a timed label are left, and name the labels of
+        the runs left that were not timed yet."""
         left = time_left(pending, running, self.took, self.jobs)
-        if left is not None and (pending or running):
-            when = f"{left / 3600:.1f} h" if left >= 5400 else f"{left / 60:.0f} min"
-            log(f"about {when} left for {len(pending) + len(running)} runs, from the runs timed in this call")
+        if left is None:
+            return
+        seconds, untimed = left
+        timed = len(pending) + len(running) - len(untimed)
+        if not timed:
+            return
+        when = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+        if not untimed:
+            log(f"about {when} left for {_runs(timed)}, from the runs timed in this call")
+            return
+        log(f"about {when} left for the {_runs(timed)} of methods timed in this call, and {len(untimed)} more "
+            f"of methods not timed yet ({', '.join(dict.fromkeys(untimed))})")
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
