@@ -36,6 +36,9 @@ def test_step_time_script_reports_cases_and_overhead(tmp_path):
     assert all(x["epoch_steps"] == 2 and x["epoch_s"] > 0 and x["epoch_check_images"] == 16 for x in rows)
     assert "2 steps + PGD-20 check on 16 images" in r.stdout and "(2 steps + check on 16)" in r.stdout
     assert not any(line.startswith("{") for line in r.stdout.splitlines())  # JSON only with --json / --out
+    # progress on stderr, so a bench stopped at a time limit says how far it got
+    assert "warmed up small_cnn trades+1st+2nd fp32 defaults: 1 steps in " in r.stderr
+    assert "round 1/1 of small_cnn fp32" in r.stderr
 
 
 def test_defaults_mode_times_what_train_runs_beside_the_forced_layouts():

@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -197,6 +198,12 @@ class Cases:
     times: dict = field(default_factory=dict)  # ms/iter in each round
 
 
+def progress(line: str) -> None:
+    """One line on stderr as each case warms up and each round ends: a bench stopped at a time limit says how
+    far it got (the rows come out only once every round is timed, the rounds being interleaved)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def build_cases(args: argparse.Namespace, pl: Plan, model_name: str, precision: str) -> Cases:
     """Each (variant, method)'s step, warmed up, and the device memory it holds between steps."""
     cs = Cases(model_name, precision, *variants(args, model_name, pl.device))
@@ -205,9 +212,13 @@ def build_cases(args: argparse.Namespace, pl: Plan, model_name: str, precision: 
             before = allocated(pl.device)
             cs.steps[v, m] = step = make_case(model_name, m, precision, pl.device, pl.batch, cl, args.compile,
                                               args.steps, cudnn_benchmark=cb)
+            start = time.perf_counter()
             for i in range(max(pl.warmup, 1)):  # the first step allocates the optimizer's momentum
                 step(i)
             cs.own[v, m] = allocated(pl.device) - before
+            progress(f"warmed up {model_name} {m} {precision} {v}: {max(pl.warmup, 1)} steps in "
+                     f"{time.perf_counter() - start:.1f} s" + (f" (compile={args.compile} included)"
+                                                              if args.compile != "none" else ""))
     return cs
 
 
@@ -217,6 +228,7 @@ def time_rounds(cs: Cases, pl: Plan) -> None:
     for r in range(pl.rounds):
         for k, step in cs.steps.items():
             cs.times[k].append(timed(step, pl.iters, pl.device, pl.warmup + r * pl.iters))
+        progress(f"round {r + 1}/{pl.rounds} of {cs.model} {cs.precision}")
 
 
 def _median_ratio(a: list[float], b: list[float]) -> float:
