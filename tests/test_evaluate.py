@@ -208,8 +208,9 @@ def test_a_log_gets_each_attack_as_it_starts_and_ends(trained):
     lines = []
     res = evaluate(model, ds, ["clean", "pgd20", "sweep"], n=8, eps=0.1, step=0.01, progress=False, log=lines.append)
     assert [line.split(" ...")[0].split(":")[0] for line in lines] == [
-        "clean on 8 images (eps 0.1)", "clean on 8 images", "pgd20 on 8 images (eps 0.1)", "pgd20 on 8 images",
+        "clean on 8 images", "clean on 8 images", "pgd20 on 8 images (eps 0.1)", "pgd20 on 8 images",
         "sweep on 8 images (eps 0.1)", "sweep on 8 images"]
+    assert lines[0] == "clean on 8 images ..."  # no ε: nothing is perturbed
     assert lines[3].startswith(f"pgd20 on 8 images: {res.results['pgd20']:.2f} (") and lines[3].endswith(" s)")
     assert lines[5].startswith("sweep on 8 images: done (")  # a curve, not one accuracy
 

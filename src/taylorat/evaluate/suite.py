@@ -161,7 +161,7 @@ def evaluate(
             e = attack_eps(name, norm, eps, eps_by_attack)
             st = step if step is not None else (REFERENCE_STEP[norm] if e == REFERENCE_EPS[norm] else e / 10)
             if log is not None:
-                log(f"{name} on {len(y)} images (eps {e:g}) ...")
+                log(f"{name} on {len(y)} images" + ("" if name == "clean" else f" (eps {e:g})") + " ...")
             _run_attack(name, EvalContext(target, x, y, device, norm, e, st, seed, batch_size, progress, options, eot),
                         res)
             res.seconds[name] = time.time() - t
