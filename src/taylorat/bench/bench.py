@@ -277,6 +277,9 @@ def case_row(args: argparse.Namespace, pl: Plan, cs: Cases, key: tuple[str, str]
 def run(args: argparse.Namespace) -> int:
     """Time every case ``args`` ask for, print the tables; 1 when a Taylor overhead exceeds ``--max-overhead``."""
     pl = plan(args)
+    if args.out:  # a path that cannot take the rows fails now, not after minutes of timing
+        with open(args.out, "a"):
+            pass
     rows = []
     cudnn_before = torch.backends.cudnn.benchmark
     for model_name in pl.models:
