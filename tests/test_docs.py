@@ -1,6 +1,7 @@
 """Numbers quoted in the docs are the ones the project's own commands produced."""
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -274,7 +275,28 @@ def test_front_page_states_how_far_the_flatness_study_is():
     flattest = min(means, key=means.get)
     assert f"`{flattest}` flattens most ({means[flattest]:.3f})" in flat
     r = pearson([score(x) for x in runs], [train_test_gap(x) for x in runs])
-    assert f"Pearson r = {r:+.2f}" in flat
+    assert f"Pearson r = {r:+.2f}" in flat and ("does not track" if abs(r) < 0.5 else "tracks") in flat
+
+    def mean(label, f):
+        return sum(f(x) for x in runs if x["method"] == label) / 3
+
+    pairs = [("trades", "trades+1st+2nd"), ("trades + SAM", "trades+1st+2nd + SAM"),
+             ("trades + AWP", "trades+1st+2nd + AWP")]
+    diffs = [mean(b, score) - mean(a, score) for a, b in pairs]
+    assert all(d > 0 for d in diffs) and "do not make the minimum flatter" in flat
+    assert f"(+{diffs[0]:.3f} plain, +{diffs[1]:.3f} with SAM, +{diffs[2]:.3f} with AWP;" in flat
+    lw = {m: mean(m, lambda x: x["flatness"]["loss_at_w"]["clean"]) for m in st.labels()}
+    taylor, plain = (sorted(lw[pair[i]] for pair in pairs) for i in (1, 0))
+    assert plain[-1] < taylor[0]
+    assert f"clean `L(w)` {taylor[0]:.2f}–{taylor[-1]:.2f} against {plain[0]:.2f}–{plain[-1]:.2f}" in flat
+    aa = [f"{mean(m, lambda x: x['aa']):.2f}" for pair in pairs for m in pair]
+    assert (f"AutoAttack {aa[1]} plain, {aa[3]} with SAM and {aa[5]} with AWP, against {aa[0]}, {aa[2]} and "
+            f"{aa[4]} without them") in flat
+    page = " ".join((folder / "README.md").read_text().split())
+    hours = re.search(r"([\d.]+ h) of training steps and ([\d.]+ h) of evaluation", flat).groups()
+    assert f"Compute over 18 runs: {hours[0]} of training steps" in page and f"and {hours[1]} of evaluation" in page
+    assert "`trades + AWP` vs `trades`: clean" in page and "PGD-20 -1.53 (outside the seed spread ±1.37)" in page
+    assert "AWP is lower in PGD-20 alone (−1.53, spread ±1.37)" in flat
 
 
 def test_front_page_gpu_numbers_are_the_gpu_study_pages():
