@@ -55,4 +55,5 @@ if rank == 0:  # the weights before training (beside the run directory), to meas
 trainer.run()
 state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
 save_file(state, str(Path(cfg.out_dir) / f"rank{rank}.safetensors"))
+trainer.close()  # drops the DDP wrapper: the group is freed before the interpreter exits
 distributed.shutdown(trainer.dist)

@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # the trainer and the objectives load only for this command (`taylorat eval` never imports them)
-    from ..train import load, train  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
+    from ..train import distributed, load, train  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
     from ..train.dryrun import dry_run  # noqa: PLC0415 - loads the trainer: only for this command (eval must not)
 
     cfg = load(args.config, args.overrides)
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     result = train(cfg, resume=args.resume)
     best = result.best
-    if best:
+    if best and distributed.from_env().main:  # under torchrun every rank returns here; one line
         print(f"best epoch {result.best_epoch}: {cfg.eval.select_on} clean {best['clean']:.2f}%, "
               f"PGD-{cfg.eval.steps} {best['pgd']:.2f}% -> {Path(cfg.out_dir) / 'best.safetensors'}")
     return 0

@@ -10,6 +10,7 @@ gloo on CPUs.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,14 @@ def setup(d: Dist, device: torch.device) -> torch.device:
 
 
 def shutdown(d: Dist) -> None:
+    """Close the process group while Python is fully alive.
+
+    Call it once nothing holds the group (drop the DDP wrapper first). Left to interpreter exit, gloo's worker
+    threads free the tensors of the last collectives after Python has stopped them taking the GIL, and the rank
+    aborts ("terminate called without an active exception") after a run that finished.
+    """
     if d.enabled and dist.is_initialized():
+        gc.collect()  # the trainer's reference cycles hold the DDP reducer, and through it the group
         dist.destroy_process_group()
 
 

@@ -260,6 +260,7 @@ class Trainer:
         tqdm.write(format_event(ev))
 
     def close(self) -> None:
+        self.pair = None  # DDP's reducer holds the process group and the tensors of its last collectives
         for sink in self.sinks:
             sink.close()
         self.sinks = []
@@ -381,13 +382,14 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
 
     ``log`` receives every event as a dict: ``{"event": "message", "text": ...}``, ``"step"`` every ``log_every``
     steps, ``"epoch"`` with the epoch's record (default: messages and epochs printed as ``logs.format_event``
-    lines). ``stop_after`` ends this call after that many epochs; a later ``resume`` goes on.
-
-    Under ``torchrun`` each rank calls this; the process group is closed when it returns.
+    lines). ``stop_after`` ends this call after that many epochs; a later ``resume`` goes on. Under ``torchrun``
+    each rank calls this; the process group is closed, and freed, before it returns.
     """
     trainer = Trainer(cfg, log)
     try:
-        return trainer.run(resume=resume, stop_after=stop_after)
+        result = trainer.run(resume=resume, stop_after=stop_after)
+        distributed.barrier(trainer.dist)  # every rank's last collective has completed before the group closes
+        return result
     except RuntimeError as e:  # a collective that lost its peer: one line, not a bug report
         if trainer.dist.enabled and distributed.peer_gone(e):
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
