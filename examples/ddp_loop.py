@@ -13,6 +13,7 @@ end with the weights one process gets on the same global batches. Passing the DD
 """
 
 import argparse
+import gc
 import os
 
 import torch
@@ -77,7 +78,9 @@ def main() -> None:
     if args.out:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                    os.path.join(args.out, f"rank{rank}.pt"))
-    if world > 1:
+    if world > 1:  # free DDP (its reducer holds the group) before closing it: left to exit, a gloo rank can abort
+        del forward
+        gc.collect()
         dist.destroy_process_group()
 
 

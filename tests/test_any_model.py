@@ -73,6 +73,7 @@ def test_trainer_takes_a_timm_model(tmp_path):
 
 @pytest.mark.xdist_group("torchrun")  # a process group on a fixed port: beside the torchrun tests, not in parallel
 def test_a_ddp_wrapped_model_is_refused_with_the_right_way_shown(tmp_path):
+    import gc
     import os
 
     import torch.distributed as dist
@@ -87,4 +88,5 @@ def test_a_ddp_wrapped_model_is_refused_with_the_right_way_shown(tmp_path):
         with pytest.raises(ValueError, match=r"wrap taylorat.objectives.PairForward\(model\) in DDP"):
             trades_taylor_loss(DDP(model), x, x_adv, y)
     finally:
+        gc.collect()  # the refused DDP wrapper holds the group: free it first
         dist.destroy_process_group()

@@ -1,5 +1,7 @@
 """Run under torchrun: the two wrong ways to use a loss that runs its own forward passes with DDP."""
 
+import gc
+
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -20,4 +22,6 @@ for name, m in (("wrapped", ddp), ("module", ddp.module)):
     except ValueError as e:
         assert "\n" not in str(e)
         print(f"{name}: REFUSED: {e}", flush=True)
+del ddp, m  # DDP's reducer holds the group: free it before closing the group (left to exit, a rank can abort)
+gc.collect()
 dist.destroy_process_group()
