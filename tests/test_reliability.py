@@ -145,3 +145,33 @@ def test_atomic_folder_is_whole_or_absent(tmp_path, exists):
         (tmp / "report.md").write_text("#")
     assert sorted(p.name for p in out.iterdir()) == (["other.txt"] if exists else []) + ["report.json", "report.md"]
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left beside it
+
+
+def test_a_rank_that_cannot_join_the_group_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    """Under torchrun, gloo failing to connect (a restarted rank that cannot reach its peer, an endpoint out of
+    reach) is exit 75 and one line naming the fix, not an internal error with a traceback."""
+    import pickle
+
+    import torch.distributed as dist
+
+    from taylorat.cli import main
+    from taylorat.train import distributed
+
+    def refused(*a, **k):
+        raise RuntimeError("Gloo connectFullMesh failed with [pair.cc:152] timed out connecting: SO_ERROR: "
+                           "Connection refused, remote=[127.0.0.1]:32130\nframe #0: ...")
+
+    monkeypatch.setattr(dist, "init_process_group", refused)
+    monkeypatch.setattr(distributed, "stop_with_parent", lambda: True)  # not the test process's parent-death signal
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("device: cpu\nprogress: false\ndata: {dataset: synthetic}\nmodel: {name: small_cnn}\n")
+    assert main(["train", "--config", str(cfg), f"out_dir={tmp_path / 'run'}"]) == 75
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "rank 1 of 2: could not join the other ranks (Gloo connectFullMesh failed" in err
+    assert err.rstrip().endswith("run the same command with --resume")
+    assert not (tmp_path / "run").exists()  # nothing written before the group formed
+    e = distributed.JoinFailed(1, 2, "x")  # crosses process boundaries (study workers) intact
+    assert str(pickle.loads(pickle.dumps(e))) == str(e)

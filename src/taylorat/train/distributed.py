@@ -54,7 +54,10 @@ def setup(d: Dist, device: torch.device) -> torch.device:
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        except RuntimeError as e:  # DistError included: a peer gone or out of reach, an endpoint not reached
+            raise JoinFailed(d.rank, d.world, (str(e).strip().splitlines() or [type(e).__name__])[0][:300]) from e
     return device
 
 
@@ -112,6 +115,21 @@ class RankLost(TayloratError):
         self.rank, self.world, self.cause = rank, world, cause
         super().__init__(f"rank {rank} of {world}: another rank stopped mid-run ({cause}); the run's checkpoints "
                          "are intact: find why that rank stopped, then run the same torchrun command with --resume")
+
+    def __reduce__(self):
+        return type(self), (self.rank, self.world, self.cause)
+
+
+class JoinFailed(TayloratError):
+    """This rank could not form the process group with the others (exit 75, as :class:`RankLost`)."""
+
+    exit_code = 75
+
+    def __init__(self, rank: int, world: int, cause: str):
+        self.rank, self.world, self.cause = rank, world, cause
+        super().__init__(f"rank {rank} of {world}: could not join the other ranks ({cause}); every node must run the "
+                         "same torchrun command and reach the rendezvous endpoint (or MASTER_ADDR:MASTER_PORT); "
+                         "the run's checkpoints are intact: run the same command with --resume")
 
     def __reduce__(self):
         return type(self), (self.rank, self.world, self.cause)
