@@ -79,6 +79,7 @@ def main() -> None:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                    os.path.join(args.out, f"rank{rank}.pt"))
     if world > 1:  # free DDP (its reducer holds the group) before closing it: left to exit, a gloo rank can abort
+        dist.barrier()  # every rank's last collective has completed
         del forward
         gc.collect()
         dist.destroy_process_group()

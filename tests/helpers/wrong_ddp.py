@@ -22,6 +22,7 @@ for name, m in (("wrapped", ddp), ("module", ddp.module)):
     except ValueError as e:
         assert "\n" not in str(e)
         print(f"{name}: REFUSED: {e}", flush=True)
+dist.barrier()
 del ddp, m  # DDP's reducer holds the group: free it before closing the group (left to exit, a rank can abort)
 gc.collect()
 dist.destroy_process_group()
