@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from .. import __version__
-from ..common import TayloratError, describe_os_error, load_plugins_from_env
+from ..common import TayloratError, describe_os_error, first_line, load_plugins_from_env
 from . import bench, demo, export, import_, landscape, plot, reproduce, train
 from . import eval as eval_
 from .shared import CommandParser, UserError
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if not out_of_memory(e):
             traceback.print_exc()
             return _bug()
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)[:200]
         print(f"taylorat: error: out of memory in taylorat {args.command} ({type(e).__name__}: {first}); "
               f"{MEMORY_HINTS.get(args.command, 'use smaller batches')}", file=sys.stderr)
         return EXIT_USAGE

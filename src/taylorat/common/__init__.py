@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, MissingDependency, TayloratError, require
+from .errors import InputError, MissingDependency, TayloratError, first_line, require
 from .files import (
     FolderLock,
     FolderLocked,
@@ -39,7 +39,8 @@ from .files import (
 )
 from .registry import PLUGINS_ENV, Registry, did_you_mean, import_plugins, load_plugins_from_env
 
-__all__ = ["TayloratError", "InputError", "MissingDependency", "require", "FolderLock", "FolderLocked", "atomic_folder",
+__all__ = ["TayloratError", "InputError", "MissingDependency", "first_line", "require", "FolderLock", "FolderLocked",
+           "atomic_folder",
            "atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_temp_name", "read_json", "read_jsonl",
            "read_text", "remove_temp_files", "PLUGINS_ENV", "Registry", "did_you_mean", "import_plugins",
            "load_plugins_from_env", "resolve_device", "derive_seed", "as_float_images", "check_unit_range",

@@ -25,6 +25,11 @@ class MissingDependency(InputError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name when the message is empty): for one-line reports."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def require(module: str, extra: str, what: str) -> Any:
     """Import an optional dependency or raise a one-line :class:`MissingDependency` naming the extra."""
     try:

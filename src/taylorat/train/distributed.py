@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..common import TayloratError
+from ..common import TayloratError, first_line
 from ..common.processes import stop_with_parent
 
 
@@ -57,7 +57,7 @@ def setup(d: Dist, device: torch.device) -> torch.device:
         try:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         except RuntimeError as e:  # DistError included: a peer gone or out of reach, an endpoint not reached
-            raise JoinFailed(d.rank, d.world, (str(e).strip().splitlines() or [type(e).__name__])[0][:300]) from e
+            raise JoinFailed(d.rank, d.world, first_line(e)[:300]) from e
     return device
 
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from .. import data as datasets
-from ..common import InputError, MissingDependency, derive_seed, remove_temp_files, resolve_device
+from ..common import InputError, MissingDependency, derive_seed, first_line, remove_temp_files, resolve_device
 from ..objectives import Method, Minimizer, PairForward, Threat, make_minimizer
 from . import distributed, divergence, rank_state, run_dir, sync_bn
 from .averaging import WeightAverage
@@ -392,7 +392,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None,
         return result
     except RuntimeError as e:  # a collective that lost its peer: one line, not a bug report
         if trainer.dist.enabled and distributed.peer_gone(e):
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise distributed.RankLost(trainer.dist.rank, trainer.dist.world, first[:300]) from e
         raise
     finally:

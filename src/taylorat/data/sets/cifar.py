@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...common import first_line
 from .. import fetch
 from ..dataset import Dataset
 from ..registry import DatasetSpec, as_labels, not_found, register_dataset
@@ -65,7 +66,7 @@ def _load(name: str, data_dir: Path, download: bool) -> Dataset:
                 with contextlib.redirect_stdout(io.StringIO()):
                     res, reason = make(True), None
             except Exception as e:  # noqa: BLE001 - corrupt archive, then no network
-                res, reason = None, (str(e).strip().splitlines() or [type(e).__name__])[0]
+                res, reason = None, first_line(e)
             source = "archive"
         else:
             res, reason = fetch.try_download(lambda: make(True), [cls.url])
